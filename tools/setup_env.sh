@@ -1,0 +1,91 @@
+#!/usr/bin/env bash
+# Create .venv in the repository and install ufo-mm with its pinned stack.
+#
+# Idempotent: a second run with a warm cache installs nothing new and rebuilds
+# nothing.  mmcv 2.1.0 has no binary wheel for torch 2.13 on PyPI, so it is
+# built from source with ops once and the wheel is cached outside the work tree
+# (UFO_MM_WHEEL_CACHE, default ~/.cache/ufo_mm/wheels).
+#
+# Never installs torchvision: PyPI's build does not load beside this torch and
+# mmdet/mmseg crash on import when it is present but broken.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+VENV="${UFO_MM_VENV:-$ROOT/.venv}"
+CACHE="${UFO_MM_WHEEL_CACHE:-$HOME/.cache/ufo_mm/wheels}"
+PY="${PYTHON:-python3}"
+TORCH_VERSION=2.13.0
+MMCV_VERSION=2.1.0
+
+step() { echo "[setup_env] $*"; }
+fail() { echo "[setup_env] FAILED at step: $CURRENT_STEP" >&2; }
+CURRENT_STEP="start"
+trap fail ERR
+
+CURRENT_STEP="create virtualenv $VENV"
+if [ ! -x "$VENV/bin/python" ]; then
+  step "$CURRENT_STEP"
+  "$PY" -m venv "$VENV"
+fi
+VPY="$VENV/bin/python"
+PIP=("$VPY" -m pip --disable-pip-version-check -q)
+
+# Fast path: everything already importable and the package installed from this tree.
+CURRENT_STEP="check existing environment"
+if "$VPY" - "$ROOT" <<'PYEOF' 2>/dev/null
+import sys, importlib.util, pathlib
+root = pathlib.Path(sys.argv[1]).resolve()
+import torch, mmcv, mmengine, mmdet, mmseg, pycocotools, pytest  # noqa: F401
+from mmcv.ops import RoIAlign, nms  # noqa: F401
+assert torch.__version__.startswith("2.13.0"), torch.__version__
+assert mmcv.__version__ == "2.1.0", mmcv.__version__
+assert importlib.util.find_spec("torchvision") is None, "torchvision must not be installed"
+spec = importlib.util.find_spec("ufo_mm")
+assert spec is not None and pathlib.Path(spec.origin).resolve().is_relative_to(root)
+PYEOF
+then
+  step "environment at $VENV is complete; nothing to do"
+  exit 0
+fi
+
+CURRENT_STEP="install build tools (pip, setuptools<81, wheel, ninja, psutil)"
+step "$CURRENT_STEP"
+"${PIP[@]}" install "pip>=23" "setuptools>=77.0.3,<81" wheel ninja psutil
+
+CURRENT_STEP="install torch==$TORCH_VERSION (CPU wheel)"
+step "$CURRENT_STEP"
+"${PIP[@]}" install "torch==$TORCH_VERSION"
+
+CURRENT_STEP="build or reuse the mmcv==$MMCV_VERSION wheel with ops"
+mkdir -p "$CACHE"
+PYTAG="$("$VPY" -c 'import sys; print(f"cp{sys.version_info[0]}{sys.version_info[1]}")')"
+WHEEL="$(ls "$CACHE"/mmcv-"$MMCV_VERSION"-"$PYTAG"-*.whl 2>/dev/null | head -n1 || true)"
+if [ -z "$WHEEL" ]; then
+  step "$CURRENT_STEP: building from source (about 6 minutes on 2 cores)"
+  BUILD="$(mktemp -d)"
+  (cd "$BUILD" && MMCV_WITH_OPS=1 MAX_JOBS="${MAX_JOBS:-2}" FORCE_CUDA=0 \
+     "$VPY" -m pip --disable-pip-version-check wheel --no-build-isolation --no-deps \
+     "mmcv==$MMCV_VERSION" -w "$BUILD")
+  WHEEL_BUILT="$(ls "$BUILD"/mmcv-*.whl)"
+  cp "$WHEEL_BUILT" "$CACHE/"
+  WHEEL="$CACHE/$(basename "$WHEEL_BUILT")"
+  rm -rf "$BUILD"
+else
+  step "$CURRENT_STEP: reusing cached $WHEEL"
+fi
+"${PIP[@]}" install --no-deps "$WHEEL"
+
+CURRENT_STEP="install ufo_mm (editable) with its pinned dependencies and test extras"
+step "$CURRENT_STEP"
+"${PIP[@]}" install -e "$ROOT[dev]"
+
+CURRENT_STEP="verify the environment"
+step "$CURRENT_STEP"
+"$VPY" - <<'PYEOF'
+import importlib.util
+import torch, mmcv, mmdet, mmseg, ufo_mm  # noqa: F401
+from mmcv.ops import RoIAlign, nms  # noqa: F401
+assert importlib.util.find_spec("torchvision") is None, "torchvision got installed; remove it"
+print(f"[setup_env] ok: torch {torch.__version__}, mmcv {mmcv.__version__}, "
+      f"mmdet {mmdet.__version__}, mmseg {mmseg.__version__}")
+PYEOF
