@@ -1,0 +1,78 @@
+"""Write the synthetic COCO and/or ADE20K demo datasets.
+
+Examples::
+
+    python tools/make_demo_data.py all   # writes data/synthetic_coco and data/synthetic_ade20k
+    python tools/make_demo_data.py coco --num-train 400 --num-val 100 --img-size 128
+    python tools/make_demo_data.py ade20k --img-size 96x128 --seed 3 --val-seed 7
+"""
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+# Runs from a checkout whether or not ufo_mm is installed.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from ufo_mm.datasets import make_ade20k, make_coco  # noqa: E402
+from ufo_mm.datasets.shapes import MIN_SIDE  # noqa: E402
+from ufo_mm.datasets.synthetic_coco import VAL_SEED_OFFSET  # noqa: E402
+
+COCO_DIR = 'synthetic_coco'
+ADE_DIR = 'synthetic_ade20k'
+
+
+def parse_size(text):
+    """'128' -> 128, '96x128' -> (96, 128) as (H, W)."""
+    parts = text.lower().split('x')
+    if len(parts) not in (1, 2) or not all(p.isdigit() for p in parts):
+        raise argparse.ArgumentTypeError(f'expected S or HxW, got {text!r}')
+    if min(int(p) for p in parts) < MIN_SIDE:
+        raise argparse.ArgumentTypeError(f'each side must be at least {MIN_SIDE}, got {text!r}')
+    return int(parts[0]) if len(parts) == 1 else (int(parts[0]), int(parts[1]))
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(
+        description='Generate synthetic shape datasets in the real COCO instances and '
+                    'ADE20K (ADEChallengeData2016) layouts, deterministic from the seeds. '
+                    f'COCO goes to OUT/{COCO_DIR} (train2017/, val2017/, annotations/), '
+                    f'ADE20K to OUT/{ADE_DIR}/ADEChallengeData2016 (images/, annotations/).',
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument('dataset', choices=('coco', 'ade20k', 'all'), help='what to generate')
+    parser.add_argument('--out', type=Path, default=Path('data'),
+                        help=f'parent folder of {COCO_DIR}/ and {ADE_DIR}/')
+    parser.add_argument('--num-train', type=int, default=400, help='training images per dataset')
+    parser.add_argument('--num-val', type=int, default=100, help='validation images per dataset')
+    parser.add_argument('--img-size', type=parse_size, default=128,
+                        help=f'image size: S for SxS or HxW; each side >= {MIN_SIDE}')
+    parser.add_argument('--seed', type=int, default=0, help='seed of the training split')
+    parser.add_argument('--val-seed', type=int, default=None,
+                        help=f'validation split seed; when %(default)s, seed + {VAL_SEED_OFFSET}')
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    common = dict(num_train=args.num_train, num_val=args.num_val, img_size=args.img_size,
+                  seed=args.seed, val_seed=args.val_seed)
+    if args.dataset in ('coco', 'all'):
+        start = time.time()
+        ann_files = make_coco(args.out / COCO_DIR, **common)
+        for split, ann_file in ann_files.items():
+            coco = json.loads(ann_file.read_text())
+            print(f'coco {split}: {len(coco["images"])} images, {len(coco["annotations"])} '
+                  f'instances -> {ann_file.parent.parent / split}/, {ann_file}')
+        print(f'coco written in {time.time() - start:.1f} s')
+    if args.dataset in ('ade20k', 'all'):
+        start = time.time()
+        data_root = make_ade20k(args.out / ADE_DIR, **common)
+        for split, count in (('training', args.num_train), ('validation', args.num_val)):
+            print(f'ade20k {split}: {count} images -> {data_root}/images/{split}/, '
+                  f'{data_root}/annotations/{split}/')
+        print(f'ade20k written in {time.time() - start:.1f} s')
+
+
+if __name__ == '__main__':
+    main()
