@@ -1,0 +1,127 @@
+"""UFO attention: softmax-free, linear-complexity self-attention (UFO-ViT).
+
+Shapes: B batch, N tokens, C channels, h heads, d = C / h head channels.
+
+    q, k, v = split(qkv(x))               each (B, h, N, d)
+    kv      = k^T v                       (B, h, d, d)   keys times values first: O(N d^2)
+    out     = XNorm(q) @ XNorm(kv)        (B, h, N, d)
+    out     = proj(merge_heads(out))      (B, N, C)
+
+No N x N tensor is ever formed, so time and memory grow linearly with N.
+"""
+import torch
+import torch.nn as nn
+
+KV_NORM_DIMS = (-2, -1)
+
+
+def accumulation_dtype(x: torch.Tensor) -> torch.dtype:
+    """float32 for half-precision tensors, the tensor's own dtype otherwise."""
+    return torch.promote_types(x.dtype, torch.float32)
+
+
+def xnorm(x: torch.Tensor, gamma: torch.Tensor, dim: int = -1, eps: float = 1e-6) -> torch.Tensor:
+    """Cross-normalisation: ``gamma * x / max(||x||_2, eps)`` along ``dim``.
+
+    The norm is accumulated in float32 whatever the input dtype, because in
+    fp16 a sum of squares overflows (65504) long before the values do, and
+    ``eps`` = 1e-6 is not representable in fp16. The result has ``x``'s dtype.
+
+    Args:
+        x: any tensor, e.g. (B, h, N, d) queries or (B, h, d, d) key-values.
+        gamma: learnable scale broadcastable to ``x`` (per head: (h, 1, 1)).
+        dim: axis whose vectors become (gamma-scaled) unit vectors.
+        eps: lower bound of the norm; an all-zero vector maps to zeros rather
+            than NaN. ``eps=0`` reproduces implementations without epsilon
+            (an all-zero vector then gives NaN).
+    """
+    acc = accumulation_dtype(x)
+    norm = torch.linalg.vector_norm(x, dim=dim, keepdim=True, dtype=acc)
+    if eps > 0:
+        norm = norm.clamp_min(eps)
+    return (x.to(acc) * (gamma.to(acc) / norm)).to(x.dtype)
+
+
+class QKVAttentionBase(nn.Module):
+    """Fused q/k/v projection and output projection shared by every attention
+    variant of the backbone (UFO, softmax, XCA), so that ablations differ in the
+    attention alone."""
+
+    def __init__(self, dim: int, num_heads: int = 8, qkv_bias: bool = True,
+                 attn_drop: float = 0., proj_drop: float = 0.):
+        super().__init__()
+        if dim % num_heads != 0:
+            raise ValueError(f'dim ({dim}) must be divisible by num_heads ({num_heads})')
+        self.num_heads = num_heads
+        self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
+        self.attn_drop = nn.Dropout(attn_drop)
+        self.proj = nn.Linear(dim, dim)
+        self.proj_drop = nn.Dropout(proj_drop)
+
+    def split_heads(self, x: torch.Tensor):
+        """(B, N, C) -> q, k, v, each a (B, h, N, d) view of one projection."""
+        B, N, C = x.shape
+        h = self.num_heads
+        return self.qkv(x).reshape(B, N, 3, h, C // h).permute(2, 0, 3, 1, 4).unbind(0)
+
+    def merge_heads(self, out: torch.Tensor) -> torch.Tensor:
+        """(B, h, N, d) -> projected (B, N, C)."""
+        B, h, N, d = out.shape
+        return self.proj_drop(self.proj(out.transpose(1, 2).reshape(B, N, h * d)))
+
+
+class UFOAttention(QKVAttentionBase):
+    """UFO self-attention on a token sequence.
+
+    Args:
+        dim: channels C of the tokens.
+        num_heads: heads h; ``dim`` must be divisible by it.
+        qkv_bias: bias of the fused q/k/v projection.
+        attn_drop: dropout on the normalised key-value matrix.
+        proj_drop: dropout after the output projection.
+        kv_norm_dim: axis of the (B, h, d, d) key-value matrix that XNorm
+            normalises. -2 (default, PAPER.md section 1): the key-channel axis,
+            so each of the d columns that meets q in ``q @ kv`` (a "cluster") is
+            a unit vector and ``q @ kv`` is a cosine similarity between every
+            token and every cluster. -1 normalises the rows instead.
+        eps: epsilon of XNorm (see :func:`xnorm`).
+        seed_compat: reproduce the widely copied External-Attention-pytorch
+            ``UFOAttention`` snippet: ONE gamma shared by q and kv, initialised
+            from ``randn`` (can be negative), kv normalised over its last axis,
+            no epsilon. Overrides ``kv_norm_dim`` and ``eps``. For comparison
+            only; not what the shipped configs use.
+
+    Shape:
+        x: (B, N, C) -> (B, N, C).
+    """
+
+    def __init__(self, dim: int, num_heads: int = 8, qkv_bias: bool = True,
+                 attn_drop: float = 0., proj_drop: float = 0., kv_norm_dim: int = -2,
+                 eps: float = 1e-6, seed_compat: bool = False):
+        super().__init__(dim, num_heads, qkv_bias, attn_drop, proj_drop)
+        if kv_norm_dim not in KV_NORM_DIMS:
+            raise ValueError(f'kv_norm_dim must be one of {KV_NORM_DIMS}, got {kv_norm_dim}')
+        self.seed_compat = seed_compat
+        self.kv_norm_dim = -1 if seed_compat else kv_norm_dim
+        self.eps = 0. if seed_compat else eps
+        if seed_compat:
+            self.gamma = nn.Parameter(torch.randn(num_heads, 1, 1))
+        else:
+            self.gamma_q = nn.Parameter(torch.ones(num_heads, 1, 1))
+            self.gamma_kv = nn.Parameter(torch.ones(num_heads, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        q, k, v = self.split_heads(x)
+        gamma_q = self.gamma if self.seed_compat else self.gamma_q
+        gamma_kv = self.gamma if self.seed_compat else self.gamma_kv
+
+        # k^T v sums N products per entry: in fp16/bf16 it overflows or loses
+        # all precision at large N, so it runs in float32 with autocast off.
+        # The cost is O(N d^2), small next to the projections.
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            acc = accumulation_dtype(k)
+            kv = k.to(acc).transpose(-2, -1) @ v.to(acc)  # (B, h, d, d)
+            kv = xnorm(kv, gamma_kv, dim=self.kv_norm_dim, eps=self.eps)
+        kv = self.attn_drop(kv)
+        q = xnorm(q, gamma_q, dim=-1, eps=self.eps)
+        return self.merge_heads(q @ kv.to(q.dtype))  # (B, h, N, d) -> (B, N, C)

@@ -1,0 +1,440 @@
+"""UFO-ViT backbone for dense prediction (PAPER.md sections 2-5).
+
+XCiT's layout with UFO attention in place of cross-covariance attention:
+a convolutional patch embedding, a Fourier positional encoding computed from
+the token grid at run time (no learned table tied to one input size), blocks of
+attention + local patch interaction (LPI) + MLP with layer scale, and four
+adapters that turn the token maps of four blocks into a feature pyramid at
+strides 4, 8, 16 and 32.
+
+This module knows nothing of mmdet or mmseg; ``ufo_mm.registry`` registers it.
+"""
+import math
+import re
+from typing import Dict, Optional, Sequence, Tuple, Union
+
+import torch
+import torch.nn as nn
+import torch.utils.checkpoint as cp
+from mmcv.cnn import build_norm_layer
+from mmengine.logging import print_log
+from mmengine.model import BaseModule
+from mmengine.model.weight_init import trunc_normal_
+from torch.nn.modules.batchnorm import _BatchNorm
+
+from .baseline_attention import SoftmaxAttention, XCAttention
+from .ufo_attention import UFOAttention
+
+ATTENTIONS = {'ufo': UFOAttention, 'softmax': SoftmaxAttention, 'xca': XCAttention}
+
+_DEPTH12 = dict(depth=12, layer_scale_init_value=1.0, out_indices=(3, 5, 7, 11))
+_DEPTH24 = dict(depth=24, layer_scale_init_value=1e-5, out_indices=(7, 11, 15, 23))
+# One entry per model size (XCiT family shapes); patch size is chosen apart.
+ARCH_ZOO: Dict[str, dict] = {
+    'tiny_12': dict(embed_dims=192, num_heads=4, **_DEPTH12),
+    'small_12': dict(embed_dims=384, num_heads=8, **_DEPTH12),
+    'small_24': dict(embed_dims=384, num_heads=8, **_DEPTH24),
+    'medium_24': dict(embed_dims=512, num_heads=8, **_DEPTH24),
+}
+ARCH_ALIASES = {
+    't12': 'tiny_12', 'tiny12': 'tiny_12', 'tiny': 'tiny_12',
+    's12': 'small_12', 'small12': 'small_12',
+    's24': 'small_24', 'small24': 'small_24',
+    'm24': 'medium_24', 'medium24': 'medium_24', 'medium': 'medium_24',
+}
+PATCH_SIZES = (8, 16)
+_ARCH_RE = re.compile(r'^(?P<size>[a-z]+[_-]?\d*?)(?:[_/-]p?(?P<patch>8|16))?$')
+
+
+def arch_names() -> list:
+    """Every accepted arch string: size names and aliases, bare or with ``_p8``/``_p16``."""
+    sizes = sorted(ARCH_ZOO) + sorted(ARCH_ALIASES)
+    return sizes + [f'{s}_p{p}' for s in sorted(ARCH_ZOO) for p in PATCH_SIZES]
+
+
+def resolve_arch(arch: Union[str, dict]) -> dict:
+    """Turn an arch name ('small_12_p16', 'S12/16', 't12', ...) or a custom dict
+    into a full setting dict with embed_dims, num_heads, depth, patch_size,
+    layer_scale_init_value and out_indices.
+
+    Raises:
+        KeyError: an unknown name (the message lists the valid ones), or a custom
+            dict that lacks a required key.
+    """
+    if isinstance(arch, dict):
+        missing = {'embed_dims', 'num_heads', 'depth'} - set(arch)
+        if missing:
+            raise KeyError(f'custom arch dict is missing {sorted(missing)}; '
+                           'required: embed_dims, num_heads, depth')
+        depth = arch['depth']
+        default = dict(_DEPTH12 if depth < 24 else _DEPTH24)
+        default['out_indices'] = tuple(
+            sorted({max(0, round(depth * f) - 1) for f in (1 / 3, 1 / 2, 2 / 3)} | {depth - 1}))
+        setting = dict(default, patch_size=16, **arch)
+        return setting
+    if not isinstance(arch, str):
+        raise TypeError(f'arch must be a str or a dict, got {type(arch).__name__}')
+    m = _ARCH_RE.match(arch.strip().lower().replace('/', '_p'))
+    size = m and m.group('size').replace('-', '_')
+    size = ARCH_ALIASES.get(size, size)
+    if not m or size not in ARCH_ZOO:
+        raise KeyError(f'unknown UFO-ViT arch {arch!r}; valid: {", ".join(arch_names())} '
+                       '(or a dict with embed_dims, num_heads and depth)')
+    return dict(ARCH_ZOO[size], patch_size=int(m.group('patch') or 16))
+
+
+def conv3x3_norm(in_channels: int, out_channels: int, norm_cfg: dict) -> nn.Sequential:
+    """3x3 stride-2 convolution (no bias) followed by a norm layer."""
+    return nn.Sequential(
+        nn.Conv2d(in_channels, out_channels, 3, stride=2, padding=1, bias=False),
+        build_norm_layer(norm_cfg, out_channels)[1])
+
+
+class ConvPatchEmbed(nn.Module):
+    """Patch embedding by stride-2 3x3 convolutions with GELU between them.
+
+    Patch 16: channels C/8 -> C/4 -> C/2 -> C; patch 8: C/4 -> C/2 -> C.
+    Each stride-2 convolution rounds up, so (B, 3, H, W) gives
+    (B, C, ceil(H / p), ceil(W / p)).
+    """
+
+    def __init__(self, in_channels: int, embed_dims: int, patch_size: int, norm_cfg: dict):
+        super().__init__()
+        if patch_size not in PATCH_SIZES:
+            raise ValueError(f'patch_size must be one of {PATCH_SIZES}, got {patch_size}')
+        self.patch_size = patch_size
+        n = int(math.log2(patch_size))
+        chans = [in_channels] + [embed_dims // 2 ** i for i in range(n - 1, -1, -1)]
+        layers = []
+        for i in range(n):
+            if i:
+                layers.append(nn.GELU())
+            layers.append(conv3x3_norm(chans[i], chans[i + 1], norm_cfg))
+        self.proj = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj(x)
+
+
+class FourierPositionEncoding(nn.Module):
+    """Sinusoidal encoding of normalised (y, x) grid coordinates, projected to C.
+
+    Computed from the grid of the token map it is given, with that map's device
+    and with tensor ops only (cumsum, no Python ints taken from shapes), so
+    any resolution works and tracing/ONNX keeps H and W dynamic.
+
+    Shape: (B, C, H, W) token map -> (1, C, H, W) encoding.
+    """
+
+    def __init__(self, embed_dims: int, hidden_dim: int = 32, temperature: float = 10000.):
+        super().__init__()
+        self.hidden_dim = hidden_dim
+        self.temperature = temperature
+        self.token_projection = nn.Conv2d(hidden_dim * 2, embed_dims, kernel_size=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        eps, scale = 1e-6, 2 * math.pi
+        ones = torch.ones_like(x[:1, 0], dtype=torch.float32)  # (1, H, W)
+        y = ones.cumsum(1)
+        xx = ones.cumsum(2)
+        y = y / (y[:, -1:, :] + eps) * scale
+        xx = xx / (xx[:, :, -1:] + eps) * scale
+        dim_t = torch.arange(self.hidden_dim, dtype=torch.float32, device=x.device)
+        dim_t = self.temperature ** (2 * torch.div(dim_t, 2, rounding_mode='floor') / self.hidden_dim)
+        pos_x = xx[..., None] / dim_t
+        pos_y = y[..., None] / dim_t
+        pos_x = torch.stack([pos_x[..., 0::2].sin(), pos_x[..., 1::2].cos()], dim=4).flatten(3)
+        pos_y = torch.stack([pos_y[..., 0::2].sin(), pos_y[..., 1::2].cos()], dim=4).flatten(3)
+        pos = torch.cat((pos_y, pos_x), dim=3).permute(0, 3, 1, 2)  # (1, 2 * hidden, H, W)
+        return self.token_projection(pos.to(self.token_projection.weight.dtype))
+
+
+class LPI(nn.Module):
+    """Local patch interaction: depthwise 3x3 -> GELU -> norm -> depthwise 3x3.
+
+    Shape: x (B, N, C) with N = H * W -> (B, N, C).
+    """
+
+    def __init__(self, dim: int, norm_cfg: dict, kernel_size: int = 3):
+        super().__init__()
+        pad = kernel_size // 2
+        self.conv1 = nn.Conv2d(dim, dim, kernel_size, padding=pad, groups=dim)
+        self.act = nn.GELU()
+        self.bn = build_norm_layer(norm_cfg, dim)[1]
+        self.conv2 = nn.Conv2d(dim, dim, kernel_size, padding=pad, groups=dim)
+
+    def forward(self, x: torch.Tensor, H: int, W: int) -> torch.Tensor:
+        B, N, C = x.shape
+        x = x.transpose(1, 2).reshape(B, C, H, W)
+        x = self.conv2(self.bn(self.act(self.conv1(x))))
+        return x.reshape(B, C, N).transpose(1, 2)
+
+
+class Mlp(nn.Module):
+    """Linear -> GELU -> dropout -> linear -> dropout. (B, N, C) -> (B, N, C)."""
+
+    def __init__(self, dim: int, hidden_dim: int, drop: float = 0.):
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden_dim)
+        self.act = nn.GELU()
+        self.fc2 = nn.Linear(hidden_dim, dim)
+        self.drop = nn.Dropout(drop)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))
+
+
+class DropPath(nn.Module):
+    """Stochastic depth: drop the whole residual branch per sample while training."""
+
+    def __init__(self, p: float = 0.):
+        super().__init__()
+        self.p = p
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.p == 0. or not self.training:
+            return x
+        keep = 1 - self.p
+        mask = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(keep)
+        return x * mask / keep
+
+
+class UFOBlock(nn.Module):
+    """x += ls1 * Attn(LN(x)); x += ls3 * LPI(LN(x)); x += ls2 * MLP(LN(x)).
+
+    Parameter names follow XCiT (norm1/attn/gamma1, norm3/local_mp/gamma3,
+    norm2/mlp/gamma2) so XCiT checkpoints map onto it.
+    Shape: x (B, N, C), with the token grid (H, W) -> (B, N, C).
+    """
+
+    def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4., qkv_bias: bool = True,
+                 drop: float = 0., attn_drop: float = 0., drop_path: float = 0.,
+                 layer_scale_init_value: float = 1., norm_cfg: dict = dict(type='BN'),
+                 attn_type: str = 'ufo', attn_cfg: Optional[dict] = None):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim, eps=1e-6)
+        self.attn = ATTENTIONS[attn_type](dim, num_heads=num_heads, qkv_bias=qkv_bias,
+                                          attn_drop=attn_drop, proj_drop=drop, **(attn_cfg or {}))
+        self.drop_path = DropPath(drop_path)
+        self.norm3 = nn.LayerNorm(dim, eps=1e-6)
+        self.local_mp = LPI(dim, norm_cfg)
+        self.norm2 = nn.LayerNorm(dim, eps=1e-6)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio), drop)
+        self.gamma1 = nn.Parameter(layer_scale_init_value * torch.ones(dim))
+        self.gamma3 = nn.Parameter(layer_scale_init_value * torch.ones(dim))
+        self.gamma2 = nn.Parameter(layer_scale_init_value * torch.ones(dim))
+
+    def forward(self, x: torch.Tensor, H: int, W: int) -> torch.Tensor:
+        x = x + self.drop_path(self.gamma1 * self.attn(self.norm1(x)))
+        x = x + self.drop_path(self.gamma3 * self.local_mp(self.norm3(x), H, W))
+        x = x + self.drop_path(self.gamma2 * self.mlp(self.norm2(x)))
+        return x
+
+
+class UFOViT(BaseModule):
+    """UFO-ViT backbone: a tuple of four NCHW maps at strides 4, 8, 16, 32.
+
+    Args:
+        arch: a model size with optional patch size ('tiny_12_p16',
+            'small_12_p16', 'small_24_p8', 'medium_24_p16', aliases 't12',
+            's12_p8', 'S24/16', ...; see :func:`arch_names`) or a custom dict
+            with embed_dims, num_heads, depth (optional patch_size,
+            layer_scale_init_value, out_indices).
+        patch_size: 8 or 16; overrides the one in ``arch`` when given.
+        in_channels: image channels.
+        out_indices: the four blocks whose outputs form the pyramid (strides
+            4, 8, 16, 32 in that order); negative indices count from the end.
+            Default: [3, 5, 7, 11] for depth 12, [7, 11, 15, 23] for depth 24.
+            Blocks after the last one are not built.
+        attn_type: 'ufo' (default), 'softmax' or 'xca'; the rest of the model
+            is identical, for ablations and benchmarks.
+        attn_cfg: extra arguments of the attention (for 'ufo':
+            ``kv_norm_dim``, ``eps``, ``seed_compat``).
+        mlp_ratio, qkv_bias, drop_rate, attn_drop_rate: as in ViT.
+        drop_path_rate: stochastic depth of the last block; it grows linearly
+            from 0 over the blocks.
+        layer_scale_init_value: overrides the arch's (1.0 for depth 12, 1e-5
+            for 24).
+        norm_cfg: norm of the patch embedding, LPI and pyramid adapters
+            (``dict(type='SyncBN')`` for multi-GPU training, 'BN' on one
+            device or CPU).
+        frozen_stages: -1 freezes nothing; 0 freezes the patch embedding and
+            position encoding; k > 0 also freezes blocks 0..k-1. Frozen parts
+            stay in eval mode in ``train()``.
+        norm_eval: keep every BatchNorm in eval mode (frozen statistics) during
+            training.
+        with_cp: activation checkpointing of each block while training: less
+            memory, one more forward per block.
+        check_finite: raise on NaN/Inf input (one reduction per forward).
+        pretrained: deprecated alias of
+            ``init_cfg=dict(type='Pretrained', checkpoint=pretrained)``.
+        init_cfg: ``dict(type='Pretrained', checkpoint=PATH)`` loads a UFO-ViT
+            or XCiT checkpoint (classification or dense), converting keys and
+            dropping classification-only parts; see
+            ``ufo_mm.models.checkpoint_convert``.
+
+    Inputs whose sides are not multiples of the patch size are handled by the
+    rounding-up stride-2 convolutions; output ``i`` at stride ``s`` has size
+    ``(ceil(H / s), ceil(W / s))``, as ResNet's. Sides must be >= patch size.
+    """
+
+    def __init__(self, arch: Union[str, dict] = 'small_12_p16', patch_size: Optional[int] = None,
+                 in_channels: int = 3, out_indices: Optional[Sequence[int]] = None,
+                 attn_type: str = 'ufo', attn_cfg: Optional[dict] = None,
+                 mlp_ratio: float = 4., qkv_bias: bool = True, drop_rate: float = 0.,
+                 attn_drop_rate: float = 0., drop_path_rate: float = 0.,
+                 layer_scale_init_value: Optional[float] = None,
+                 norm_cfg: dict = dict(type='BN', requires_grad=True),
+                 frozen_stages: int = -1, norm_eval: bool = False, with_cp: bool = False,
+                 check_finite: bool = True, pretrained: Optional[str] = None,
+                 init_cfg: Optional[dict] = None):
+        if pretrained is not None:
+            if init_cfg is not None:
+                raise ValueError('UFOViT: set either init_cfg or pretrained, not both '
+                                 '(pretrained is the deprecated form of '
+                                 "init_cfg=dict(type='Pretrained', checkpoint=...))")
+            if not isinstance(pretrained, str):
+                raise TypeError(f'pretrained must be a checkpoint path (str), got {pretrained!r}')
+            init_cfg = dict(type='Pretrained', checkpoint=pretrained)
+        super().__init__(init_cfg=init_cfg)
+        if attn_type not in ATTENTIONS:
+            raise ValueError(f'unknown attn_type {attn_type!r}; valid: {sorted(ATTENTIONS)}')
+        setting = resolve_arch(arch)
+        self.arch_setting = setting
+        self.embed_dims = setting['embed_dims']
+        self.depth = setting['depth']
+        self.patch_size = patch_size or setting['patch_size']
+        self.in_channels = in_channels
+        self.attn_type = attn_type
+        self.check_finite = check_finite
+        self.out_indices = self._check_out_indices(
+            setting['out_indices'] if out_indices is None else out_indices)
+        if layer_scale_init_value is None:
+            layer_scale_init_value = setting['layer_scale_init_value']
+        self.frozen_stages = frozen_stages
+        if not -1 <= frozen_stages <= self.depth:
+            raise ValueError(f'frozen_stages must be in [-1, {self.depth}], got {frozen_stages}')
+        self.norm_eval = norm_eval
+        self.with_cp = with_cp
+
+        C = self.embed_dims
+        self.patch_embed = ConvPatchEmbed(in_channels, C, self.patch_size, norm_cfg)
+        self.pos_embed = FourierPositionEncoding(C)
+        self.pos_drop = nn.Dropout(drop_rate)
+        num_built = max(self.out_indices) + 1
+        dpr = torch.linspace(0, drop_path_rate, self.depth).tolist()
+        self.blocks = nn.ModuleList([
+            UFOBlock(C, setting['num_heads'], mlp_ratio, qkv_bias, drop_rate, attn_drop_rate,
+                     dpr[i], layer_scale_init_value, norm_cfg, attn_type, attn_cfg)
+            for i in range(num_built)])
+        self._build_adapters(norm_cfg)
+        self._freeze_stages()
+
+    def _check_out_indices(self, out_indices: Sequence[int]) -> Tuple[int, ...]:
+        out_indices = list(out_indices)
+        if len(out_indices) != 4:
+            raise ValueError(f'out_indices must name 4 blocks (one per stride 4, 8, 16, 32), '
+                             f'got {out_indices}')
+        for i in out_indices:
+            if not -self.depth <= i < self.depth:
+                raise IndexError(f'out_indices entry {i} is out of range for depth {self.depth} '
+                                 f'(valid: {-self.depth}..{self.depth - 1})')
+        resolved = tuple(i % self.depth for i in out_indices)
+        if list(resolved) != sorted(set(resolved)):
+            raise ValueError(f'out_indices must be distinct and increasing, got {out_indices}')
+        return resolved
+
+    def _build_adapters(self, norm_cfg: dict):
+        """fpn1..fpn4 bring the stride-p token maps to strides 4, 8, 16, 32."""
+        C = self.embed_dims
+
+        def up2():
+            return nn.ConvTranspose2d(C, C, kernel_size=2, stride=2)
+
+        if self.patch_size == 16:
+            self.fpn1 = nn.Sequential(up2(), build_norm_layer(norm_cfg, C)[1], nn.GELU(), up2())
+            self.fpn2 = nn.Sequential(up2())
+            self.fpn3 = nn.Identity()
+            self.fpn4 = nn.MaxPool2d(kernel_size=2, stride=2, ceil_mode=True)
+        else:
+            self.fpn1 = nn.Sequential(up2())
+            self.fpn2 = nn.Identity()
+            self.fpn3 = nn.MaxPool2d(kernel_size=2, stride=2, ceil_mode=True)
+            self.fpn4 = nn.MaxPool2d(kernel_size=4, stride=4, ceil_mode=True)
+
+    def _frozen_modules(self):
+        if self.frozen_stages >= 0:
+            yield self.patch_embed
+            yield self.pos_embed
+        yield from self.blocks[:max(self.frozen_stages, 0)]
+
+    def _freeze_stages(self):
+        for m in self._frozen_modules():
+            m.eval()
+            for p in m.parameters():
+                p.requires_grad = False
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        self._freeze_stages()
+        if mode and self.norm_eval:
+            for m in self.modules():
+                if isinstance(m, _BatchNorm):
+                    m.eval()
+        return self
+
+    def init_weights(self):
+        """Pretrained: load and convert a checkpoint; otherwise XCiT's init
+        (truncated normal 0.02 for linear layers, unit LayerNorm)."""
+        if self.init_cfg is not None and self.init_cfg.get('type') == 'Pretrained':
+            from .checkpoint_convert import load_pretrained
+            load_pretrained(self, self.init_cfg['checkpoint'],
+                            prefix=self.init_cfg.get('prefix'))
+            self._is_init = True
+            return
+        super().init_weights()
+        for m in self.modules():
+            if isinstance(m, nn.Linear):
+                trunc_normal_(m.weight, std=.02)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.LayerNorm):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+
+    def _check_input(self, x: torch.Tensor):
+        if x.ndim != 4:
+            raise ValueError(f'UFOViT expects (B, C, H, W) images, got shape {tuple(x.shape)}')
+        if x.shape[1] != self.in_channels:
+            raise ValueError(f'UFOViT was built for {self.in_channels} input channels, '
+                             f'got {x.shape[1]} (input shape {tuple(x.shape)})')
+        if torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():
+            return
+        H, W = x.shape[-2:]
+        if H < self.patch_size or W < self.patch_size:
+            raise ValueError(f'input {H}x{W} is smaller than one {self.patch_size}x'
+                             f'{self.patch_size} patch')
+        if self.check_finite and not torch.isfinite(x).all():
+            raise ValueError('UFOViT input contains NaN or Inf values')
+
+    def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
+        """(B, in_channels, H, W) -> 4 maps (B, C, ceil(H/s), ceil(W/s)), s = 4, 8, 16, 32."""
+        self._check_input(x)
+        out_sizes = [(-(-x.shape[-2] // s), -(-x.shape[-1] // s)) for s in (4, 8, 16, 32)]
+        x = self.patch_embed(x)
+        B, C, Hp, Wp = x.shape
+        x = x + self.pos_embed(x).to(x.dtype)
+        x = self.pos_drop(x.flatten(2).transpose(1, 2))  # (B, N, C)
+
+        feats = []
+        for i, blk in enumerate(self.blocks):
+            if self.with_cp and self.training and x.requires_grad:
+                x = cp.checkpoint(blk, x, Hp, Wp, use_reentrant=False)
+            else:
+                x = blk(x, Hp, Wp)
+            if i in self.out_indices:
+                feats.append(x.transpose(1, 2).reshape(B, C, Hp, Wp))
+
+        adapters = (self.fpn1, self.fpn2, self.fpn3, self.fpn4)
+        return tuple(adapter(f)[..., :h, :w]
+                     for adapter, f, (h, w) in zip(adapters, feats, out_sizes))

@@ -1,0 +1,36 @@
+"""Register ufo_mm's modules in mmdet's and mmseg's registries.
+
+Both, because a config's ``default_scope`` decides which registry builds the
+backbone ('mmdet' for detectors, 'mmseg' for segmentors). A library that is not
+installed is skipped; any other import error propagates, so a broken install is
+not hidden behind ``custom_imports``' generic ImportError.
+"""
+import importlib
+
+from .models import UFOViT
+
+REGISTERED_MODELS = (UFOViT,)
+
+
+def _registry(library: str, name: str):
+    try:
+        module = importlib.import_module(f'{library}.registry')
+    except ModuleNotFoundError as e:
+        if e.name == library:
+            return None
+        raise
+    return getattr(module, name)
+
+
+def register_all() -> list:
+    """Register into every installed library; returns the library names used."""
+    used = []
+    for library in ('mmdet', 'mmseg'):
+        models = _registry(library, 'MODELS')
+        if models is None:
+            continue
+        for cls in REGISTERED_MODELS:
+            if models.get(cls.__name__) is not cls:
+                models.register_module(module=cls, force=True)
+        used.append(library)
+    return used
