@@ -1,0 +1,4 @@
+"""Training glue on top of mmengine (optimizer wrappers)."""
+from .amp import BF16AutocastOptimWrapper, enable_amp
+
+__all__ = ['BF16AutocastOptimWrapper', 'enable_amp']
