@@ -30,7 +30,8 @@ def register_all() -> list:
         if models is None:
             continue
         for cls in REGISTERED_MODELS:
-            if models.get(cls.__name__) is not cls:
+            # module_dict, not get(): get() imports the library's whole model zoo.
+            if models.module_dict.get(cls.__name__) is not cls:
                 models.register_module(module=cls, force=True)
         used.append(library)
     return used

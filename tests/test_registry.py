@@ -1,0 +1,93 @@
+"""`custom_imports=['ufo_mm']` is all a config needs, for mmdet and for mmseg."""
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+CONFIG = textwrap.dedent("""
+    custom_imports = dict(imports=['ufo_mm'], allow_failed_imports=False)
+    backbone = dict(type='UFOViT', arch=dict(embed_dims=64, num_heads=4, depth=4),
+                    norm_cfg=dict(type='BN'))
+""")
+
+BUILD = textwrap.dedent("""
+    import sys
+    assert 'ufo_mm' not in sys.modules
+    from mmengine.config import Config
+    cfg = Config.fromfile(sys.argv[1])   # custom_imports runs here
+    from mmdet.registry import MODELS as DET
+    from mmseg.registry import MODELS as SEG
+    import torch
+    for registry in (DET, SEG):
+        model = registry.build(cfg.backbone)
+        feats = model(torch.randn(1, 3, 64, 64))
+        print(registry.scope, type(model).__module__, type(model).__name__,
+              [tuple(f.shape) for f in feats])
+""")
+
+
+def test_custom_imports_registers_in_mmdet_and_mmseg(tmp_path):
+    cfg = tmp_path / 'cfg.py'
+    cfg.write_text(CONFIG)
+    script = tmp_path / 'build.py'
+    script.write_text(BUILD)
+    out = subprocess.run([sys.executable, str(script), str(cfg)], capture_output=True,
+                         text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.strip().splitlines()
+    shapes = '[(1, 64, 16, 16), (1, 64, 8, 8), (1, 64, 4, 4), (1, 64, 2, 2)]'
+    assert lines == [f'mmdet ufo_mm.models.ufo_vit UFOViT {shapes}',
+                     f'mmseg ufo_mm.models.ufo_vit UFOViT {shapes}']
+
+
+def test_registered_in_both_registries():
+    import ufo_mm
+    from mmdet.registry import MODELS as DET
+    from mmseg.registry import MODELS as SEG
+    assert DET.get('UFOViT') is ufo_mm.UFOViT
+    assert SEG.get('UFOViT') is ufo_mm.UFOViT
+    assert ufo_mm.REGISTERED_IN == ['mmdet', 'mmseg']
+
+
+def _seg_model(**extra):
+    from mmengine.config import ConfigDict  # what a config file gives the segmentor
+    return ConfigDict(type='EncoderDecoder',
+                data_preprocessor=dict(type='SegDataPreProcessor', size=(64, 64)),
+                backbone=dict(type='UFOViT', arch=dict(embed_dims=32, num_heads=2, depth=4),
+                              **extra.pop('backbone_extra', {})),
+                decode_head=dict(type='FCNHead', in_channels=32, channels=16, num_convs=1,
+                                 in_index=3, num_classes=3),
+                **extra)
+
+
+@pytest.fixture
+def mmseg_scope():
+    import ufo_mm  # noqa: F401
+    from mmengine.registry import init_default_scope
+    init_default_scope('mmseg')
+
+
+def test_mmseg_model_pretrained_reaches_backbone_init_cfg(mmseg_scope):
+    """mmseg 1.x's EncoderDecoder still passes `pretrained` to the backbone."""
+    from mmseg.registry import MODELS
+    model = MODELS.build(_seg_model(pretrained='ckpt.pth'))
+    assert model.backbone.init_cfg == dict(type='Pretrained', checkpoint='ckpt.pth')
+
+
+def test_pretrained_and_init_cfg_together_is_an_error(mmseg_scope):
+    from mmseg.registry import MODELS
+    cfg = _seg_model(pretrained='a.pth', backbone_extra=dict(
+        init_cfg=dict(type='Pretrained', checkpoint='b.pth')))
+    with pytest.raises(ValueError, match='not both'):
+        MODELS.build(cfg)
+
+
+def test_import_is_light():
+    """`import ufo_mm` must not drag in the detector/segmentor model zoos."""
+    code = ('import sys, ufo_mm; '
+            'print(sorted(m for m in ("mmdet.models", "mmseg.models") if m in sys.modules))')
+    out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == '[]'
