@@ -70,7 +70,8 @@ def resolve_arch(arch: Union[str, dict]) -> dict:
         default = dict(_DEPTH12 if depth < 24 else _DEPTH24)
         default['out_indices'] = tuple(
             sorted({max(0, round(depth * f) - 1) for f in (1 / 3, 1 / 2, 2 / 3)} | {depth - 1}))
-        setting = dict(default, patch_size=16, **arch)
+        setting = dict(default, patch_size=16)
+        setting.update(arch)
         return setting
     if not isinstance(arch, str):
         raise TypeError(f'arch must be a str or a dict, got {type(arch).__name__}')
