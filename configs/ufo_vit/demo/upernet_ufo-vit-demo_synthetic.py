@@ -1,0 +1,104 @@
+# UperNet + a small UFO-ViT trained FROM SCRATCH on the synthetic ADE20K data,
+# on CPU, in minutes. Same files and layout as the real ADE20K
+# (ADEChallengeData2016/{images,annotations}/{training,validation}); write them with
+#   python tools/make_demo_data.py ade20k --num-train 1000 --num-val 100 --img-size 128
+# Train and evaluate (mIoU on the validation split, drawn from an unseen seed):
+#   python tools/train.py configs/ufo_vit/demo/upernet_ufo-vit-demo_synthetic.py
+# Schedule length: one variable, from the environment (default below), e.g.
+#   UFO_SEG_DEMO_ITERS=300 python tools/train.py ...
+_base_ = [
+    'mmseg::_base_/models/upernet_r50.py', 'mmseg::_base_/default_runtime.py'
+]
+custom_imports = dict(imports=['ufo_mm'], allow_failed_imports=False)
+
+max_iters = {{'$UFO_SEG_DEMO_ITERS:2000'}}
+warmup_iters = max(1, min(100, max_iters // 10))  # needs max_iters >= 2
+crop_size = (128, 128)
+data_root = 'data/synthetic_ade20k/ADEChallengeData2016'
+embed_dims = 128
+num_classes = 9
+norm_cfg = dict(type='BN', requires_grad=True)
+
+model = dict(
+    data_preprocessor=dict(size=crop_size),
+    pretrained=None,
+    backbone=dict(
+        _delete_=True,
+        type='UFOViT',
+        arch=dict(embed_dims=embed_dims, num_heads=4, depth=6, patch_size=8,
+                  out_indices=(1, 3, 4, 5)),
+        drop_path_rate=0.0,
+        norm_cfg=norm_cfg,
+        init_cfg=None),
+    decode_head=dict(in_channels=[embed_dims] * 4, channels=128, num_classes=num_classes,
+                     norm_cfg=norm_cfg),
+    auxiliary_head=dict(in_channels=embed_dims, channels=64, num_classes=num_classes,
+                        norm_cfg=norm_cfg))
+
+# Synthetic classes are not ADE20K's 150, so the generic dataset with their metainfo.
+metainfo = dict(
+    classes=('stripes', 'checker', 'dots', 'noise', 'circle', 'triangle', 'square', 'star',
+             'cross'),
+    palette=[[230, 25, 75], [60, 180, 75], [255, 225, 25], [0, 130, 200], [245, 130, 48],
+             [145, 30, 180], [70, 240, 240], [240, 50, 230], [210, 245, 60]])
+dataset_type = 'BaseSegDataset'
+train_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='LoadAnnotations', reduce_zero_label=True),
+    dict(type='RandomResize', scale=crop_size, ratio_range=(0.5, 2.0), keep_ratio=True),
+    dict(type='RandomCrop', crop_size=crop_size, cat_max_ratio=0.75),
+    dict(type='RandomFlip', prob=0.5),
+    dict(type='PackSegInputs')
+]
+# Whole images at their own resolution: no resize.
+test_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='LoadAnnotations', reduce_zero_label=True),
+    dict(type='PackSegInputs')
+]
+dataset_common = dict(type=dataset_type, data_root=data_root, metainfo=metainfo,
+                      img_suffix='.jpg', seg_map_suffix='.png', reduce_zero_label=True)
+train_dataloader = dict(
+    batch_size=8,
+    num_workers=0,
+    persistent_workers=False,
+    sampler=dict(type='InfiniteSampler', shuffle=True),
+    dataset=dict(
+        **dataset_common,
+        data_prefix=dict(img_path='images/training', seg_map_path='annotations/training'),
+        pipeline=train_pipeline))
+val_dataloader = dict(
+    batch_size=1,
+    num_workers=0,
+    persistent_workers=False,
+    sampler=dict(type='DefaultSampler', shuffle=False),
+    dataset=dict(
+        **dataset_common,
+        data_prefix=dict(img_path='images/validation', seg_map_path='annotations/validation'),
+        pipeline=test_pipeline))
+test_dataloader = val_dataloader
+val_evaluator = dict(type='IoUMetric', iou_metrics=['mIoU'])
+test_evaluator = val_evaluator
+
+optim_wrapper = dict(
+    type='OptimWrapper',
+    optimizer=dict(type='AdamW', lr=1e-3, betas=(0.9, 0.999), weight_decay=0.01),
+    clip_grad=dict(max_norm=1.0),
+    paramwise_cfg=dict(
+        norm_decay_mult=0.,
+        custom_keys={'gamma': dict(decay_mult=0.), 'pos_embed': dict(decay_mult=0.)}))
+param_scheduler = [
+    dict(type='LinearLR', start_factor=1e-3, by_epoch=False, begin=0, end=warmup_iters),
+    dict(type='PolyLR', eta_min=0., power=1.0, by_epoch=False, begin=warmup_iters,
+         end=max_iters)
+]
+train_cfg = dict(type='IterBasedTrainLoop', max_iters=max_iters, val_interval=max_iters)
+val_cfg = dict(type='ValLoop')
+test_cfg = dict(type='TestLoop')
+default_hooks = dict(
+    logger=dict(type='LoggerHook', interval=50, log_metric_by_epoch=False),
+    checkpoint=dict(type='CheckpointHook', by_epoch=False, interval=max_iters, max_keep_ckpts=1),
+    visualization=dict(type='SegVisualizationHook'))
+env_cfg = dict(cudnn_benchmark=False, mp_cfg=dict(mp_start_method='fork', opencv_num_threads=1),
+               dist_cfg=dict(backend='gloo'))
+randomness = dict(seed=0)
