@@ -421,7 +421,10 @@ class UFOViT(BaseModule):
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
         """(B, in_channels, H, W) -> 4 maps (B, C, ceil(H/s), ceil(W/s)), s = 4, 8, 16, 32."""
         self._check_input(x)
-        out_sizes = [(-(-x.shape[-2] // s), -(-x.shape[-1] // s)) for s in (4, 8, 16, 32)]
+        # ceil(H / s) as (H + s - 1) // s: ONNX tracing turns // into a division
+        # that truncates toward zero, so the -(-H // s) idiom would give floor.
+        out_sizes = [((x.shape[-2] + s - 1) // s, (x.shape[-1] + s - 1) // s)
+                     for s in (4, 8, 16, 32)]
         x = self.patch_embed(x)
         B, C, Hp, Wp = x.shape
         x = x + self.pos_embed(x).to(x.dtype)
