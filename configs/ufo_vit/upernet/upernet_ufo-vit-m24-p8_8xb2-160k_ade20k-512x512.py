@@ -1,0 +1,6 @@
+# UperNet + UFO-ViT M24/8 (C=512, 24 blocks, patch 8), ADE20K 160k.
+_base_ = './_base_upernet_ufo-vit_8xb2-160k_ade20k-512x512.py'
+model = dict(
+    backbone=dict(arch='medium_24_p8', drop_path_rate=0.15),
+    decode_head=dict(in_channels=[512, 512, 512, 512]),
+    auxiliary_head=dict(in_channels=512))
