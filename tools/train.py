@@ -30,6 +30,8 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     cfg = load_config(args)
+    from ufo_mm.engine.resume import add_rng_state_hook
+    add_rng_state_hook(cfg)  # checkpoints carry RNG states, so --resume is exact
     if args.amp:
         from ufo_mm.engine import enable_amp
         enable_amp(cfg)

@@ -47,6 +47,9 @@ def build_runner(cfg: Config):
     """The Runner a config asks for (its ``runner_type`` or mmengine's)."""
     from mmengine.registry import RUNNERS
     from mmengine.runner import Runner
+
+    from ufo_mm.engine.distributed import prepare_distributed
+    prepare_distributed(cfg)  # --launcher pytorch on CPU-only machines (gloo)
     if 'runner_type' in cfg:
         return RUNNERS.build(cfg)
     return Runner.from_cfg(cfg)
