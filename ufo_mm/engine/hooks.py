@@ -1,0 +1,39 @@
+"""Hooks the demo uses on top of mmengine's."""
+import time
+
+from mmengine.hooks import Hook
+from mmengine.registry import HOOKS
+
+
+@HOOKS.register_module()
+class TimeEstimateHook(Hook):
+    """Log, once, how long the whole training will take, measured on the first
+    iterations (after ``skip`` warm-up iterations, over ``measure`` more), so a
+    user knows early whether to wait or shrink the run.
+
+    Args:
+        skip: iterations ignored (allocation, first-call overheads).
+        measure: iterations timed for the estimate.
+    """
+
+    priority = 'VERY_LOW'
+
+    def __init__(self, skip: int = 2, measure: int = 5):
+        self.skip = skip
+        self.measure = measure
+        self._start = None
+        self.estimate_s = None
+
+    def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None):
+        done = runner.iter + 1
+        if done == self.skip:
+            self._start = time.perf_counter()
+        elif self._start is not None and done == self.skip + self.measure:
+            per_iter = (time.perf_counter() - self._start) / self.measure
+            self.estimate_s = per_iter * runner.max_iters
+            remaining = per_iter * (runner.max_iters - done)
+            runner.logger.info(
+                f'Time estimate: {per_iter:.2f} s/iter x {runner.max_iters} iterations = '
+                f'{self.estimate_s / 60:.1f} min of training '
+                f'({remaining / 60:.1f} min left), plus evaluation')
+            self._start = None
