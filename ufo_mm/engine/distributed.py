@@ -119,7 +119,7 @@ def prepare_distributed(cfg) -> bool:
     if reverted:
         print_log(f'no CUDA: SyncBN needs a GPU, so {reverted} SyncBN setting(s) in the config '
                   'became BN (per-rank batch statistics)', logger='current', level=30)
+    _cpu_model_wrapper_cfg(cfg)
     if not torch_dist.is_initialized():
         _init_gloo(cfg.get('env_cfg', {}).get('dist_cfg', {}))
-    _cpu_model_wrapper_cfg(cfg)
     return True

@@ -10,7 +10,7 @@ interrupted run was, so a resumed run drifts away from an uninterrupted one.
 
 :class:`RNGStateHook` stores the Python, numpy, torch (and CUDA) generator
 states of every rank in each checkpoint (``checkpoint['rng_states']``, one
-entry per rank, gathered when saving) and puts them back on resume right
+entry per rank, gathered before each save) and puts them back on resume right
 before the first resumed batch is fetched, i.e. after mmengine's data loader
 replay. A resumed run then reproduces the uninterrupted one bit for bit (on the
 same hardware with ``randomness=dict(seed=..., deterministic=True)``).
@@ -97,16 +97,34 @@ class RNGStateHook(Hook):
     with a warning.
     """
 
-    priority = 'VERY_LOW'
+    # Before CheckpointHook (VERY_LOW), which saves in the same after_* calls.
+    priority = 'LOW'
 
     def __init__(self):
         self._loaded: Optional[List[dict]] = None
+        self._gathered: Optional[List[dict]] = None
+
+    def _gather(self) -> None:
+        # Runner.save_checkpoint (and so before_save_checkpoint) runs on rank 0
+        # only, so the other ranks' states are collected here, on every rank,
+        # right before CheckpointHook may save: one small all_gather_object
+        # (about 10 KB per rank) per iteration, only when distributed.
+        if get_world_size() > 1:
+            self._gathered = all_gather_object(get_rng_states())
+
+    def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None) -> None:
+        self._gather()
+
+    def after_train_epoch(self, runner) -> None:
+        self._gather()
 
     def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
-        # Called on every rank (only rank 0 writes the file): gather all ranks'.
-        states = get_rng_states()
-        checkpoint['rng_states'] = (all_gather_object(states) if get_world_size() > 1
-                                    else [states])
+        states = [get_rng_states()]
+        if get_world_size() > 1:
+            if self._gathered is None:
+                return  # saved outside training: no states of the other ranks
+            states += self._gathered[1:]
+        checkpoint['rng_states'] = states
 
     def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
         self._loaded = checkpoint.get('rng_states')
