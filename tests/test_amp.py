@@ -1,0 +1,92 @@
+"""Mixed precision: ``tools/train.py --amp`` (bf16 autocast on CPU, fp16
+``AmpOptimWrapper`` on GPU) and UFO attention's finiteness in half precision
+at the token counts of 2048 x 2048 images."""
+import math
+
+import pytest
+import torch
+import torch.nn as nn
+from mmengine.config import Config
+
+from tests.tiny_seg_training import (load_state_dict, logged_scalars, make_data, run_train,
+                                     write_config)
+from ufo_mm.engine.amp import BF16AutocastOptimWrapper, enable_amp
+from ufo_mm.models.ufo_attention import UFOAttention
+
+
+def test_enable_amp_picks_wrapper_for_device():
+    cfg = Config(dict(optim_wrapper=dict(type='OptimWrapper', loss_scale=512.,
+                                         optimizer=dict(type='AdamW', lr=1e-3))))
+    chosen = enable_amp(cfg)
+    if torch.cuda.is_available():
+        assert chosen == cfg.optim_wrapper.type == 'AmpOptimWrapper'
+        assert cfg.optim_wrapper.loss_scale == 512.
+    else:
+        assert chosen == cfg.optim_wrapper.type == 'BF16AutocastOptimWrapper'
+        assert 'loss_scale' not in cfg.optim_wrapper  # bf16 needs no loss scaling
+    assert cfg.optim_wrapper.optimizer.lr == 1e-3
+
+    with pytest.raises(ValueError, match='--amp cannot convert'):
+        enable_amp(Config(dict(optim_wrapper=dict(type='OptimWrapperDict'))))
+
+
+def test_bf16_wrapper_autocasts_forward_only_inside_context():
+    model = nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 1))
+    wrapper = BF16AutocastOptimWrapper(torch.optim.SGD(model.parameters(), lr=0.1))
+    x = torch.randn(4, 8)
+    with wrapper.optim_context(model):
+        y = model(x)
+    assert y.dtype == torch.bfloat16
+    assert model(x).dtype == torch.float32
+    before = model[0].weight.detach().clone()
+    wrapper.update_params(y.float().pow(2).mean())
+    assert model[0].weight.dtype == torch.float32  # master weights stay fp32
+    assert not torch.equal(before, model[0].weight)
+
+
+def test_train_amp_cpu_bf16(tmp_path):
+    """--amp trains in bf16 on CPU: finite, falling loss and updated weights."""
+    if torch.cuda.is_available():
+        pytest.skip('checks the CPU (bf16) path')
+    data_root = make_data(tmp_path / 'data')
+    config = write_config(tmp_path / 'tiny_upernet.py', data_root, max_iters=10,
+                          ckpt_interval=5, lr=2e-3)
+    work_dir = tmp_path / 'work'
+    run_train(config, work_dir, '--amp')
+
+    dumped = Config.fromfile(str(work_dir / 'tiny_upernet.py'))  # what the run used
+    assert dumped.optim_wrapper.type == 'BF16AutocastOptimWrapper'
+    losses = [r['loss'] for r in logged_scalars(work_dir) if 'loss' in r]
+    assert len(losses) == 10 and all(math.isfinite(v) for v in losses)
+    assert sum(losses[-3:]) / 3 < losses[0], losses
+    mid, last = (load_state_dict(work_dir / f'iter_{i}.pth') for i in (5, 10))
+    assert all(v.dtype != torch.bfloat16 for v in last.values())  # fp32 master weights
+    assert all(torch.isfinite(v).all() for v in last.values() if v.is_floating_point())
+    changed = [k for k in last if 'weight' in k and not torch.equal(mid[k], last[k])]
+    assert len(changed) > 50
+
+
+def _fp16_attention_at(num_tokens: int):
+    torch.manual_seed(0)
+    attn = UFOAttention(384, num_heads=8).eval()  # S12 width
+    # Activations of a trained model are large; 30 * N(0, 1) makes the naive
+    # fp16 k^T v overflow (> 65504), so the test would catch a half-precision sum.
+    x = 30 * torch.randn(1, num_tokens, 384)
+    with torch.no_grad():
+        ref = attn(x)
+        _, k, v = attn.split_heads(x)
+        assert (k.transpose(-2, -1) @ v).abs().max() > 65504, 'too small to test overflow'
+        out = attn.half()(x.half())
+    assert out.dtype == torch.float16 and torch.isfinite(out).all()
+    assert (out.float() - ref).norm() / ref.norm() < 1e-2
+
+
+def test_fp16_attention_finite_s12_p16_2048px():
+    """2048 x 2048 at patch 16: 128 x 128 = 16384 tokens."""
+    _fp16_attention_at(128 * 128)
+
+
+@pytest.mark.slow
+def test_fp16_attention_finite_s12_p8_2048px():
+    """2048 x 2048 at patch 8: 256 x 256 = 65536 tokens."""
+    _fp16_attention_at(256 * 256)
