@@ -1,0 +1,119 @@
+# UFO-ViT Mask R-CNN trained FROM SCRATCH on the synthetic COCO shapes, on CPU.
+#
+# Data (real COCO layout, 5 classes: circle, triangle, square, star, cross):
+#   python tools/make_demo_data.py coco --num-train 1000 --num-val 200
+# Train + evaluate (bbox and segm mAP on the validation split, whose seed
+# training never sees):
+#   python tools/train.py configs/ufo_vit/demo/mask-rcnn_ufo-vit-demo_synthetic.py
+# Schedule length: the ONLY knob is train_cfg.max_iters; the warm-up and cosine
+# decay (one-cycle schedule, ended by the Runner at max_iters), the final
+# evaluation and the last checkpoint all follow it:
+#   python tools/train.py CONFIG --cfg-options train_cfg.max_iters=500
+_base_ = [
+    'mmdet::_base_/models/mask-rcnn_r50_fpn.py',
+    'mmdet::_base_/datasets/coco_instance.py',
+    'mmdet::_base_/default_runtime.py',
+]
+custom_imports = dict(imports=['ufo_mm'], allow_failed_imports=False)
+
+data_root = 'data/synthetic_coco/'
+classes = ('circle', 'triangle', 'square', 'star', 'cross')
+img_size = 128
+embed_dims = 128
+neck_channels = 128
+
+model = dict(
+    data_preprocessor=dict(pad_size_divisor=32),
+    backbone=dict(
+        _delete_=True,
+        type='UFOViT',
+        # small custom arch: 6 blocks of width 128, patch 8 (16x16 tokens at 128 px)
+        arch=dict(embed_dims=embed_dims, num_heads=4, depth=6, patch_size=8,
+                  layer_scale_init_value=1.0),
+        drop_path_rate=0.0,
+        norm_cfg=dict(type='BN', requires_grad=True),  # one device: plain BN
+        init_cfg=None),  # from scratch
+    neck=dict(in_channels=[embed_dims] * 4, out_channels=neck_channels),
+    rpn_head=dict(
+        in_channels=neck_channels,
+        feat_channels=neck_channels,
+        # objects are 15-51 px: anchors 16..256 px instead of 32..512
+        anchor_generator=dict(scales=[4])),
+    roi_head=dict(
+        # sampling_ratio=2 instead of adaptive: mmcv's CPU RoIAlign (backward
+        # above all) costs per sampling point, and large proposals take many
+        bbox_roi_extractor=dict(roi_layer=dict(sampling_ratio=2), out_channels=neck_channels),
+        bbox_head=dict(in_channels=neck_channels, fc_out_channels=256,
+                       num_classes=len(classes)),
+        mask_roi_extractor=dict(roi_layer=dict(sampling_ratio=2), out_channels=neck_channels),
+        mask_head=dict(num_convs=2, in_channels=neck_channels,
+                       conv_out_channels=neck_channels, num_classes=len(classes))),
+    train_cfg=dict(
+        rpn_proposal=dict(nms_pre=1000, max_per_img=300),
+        rcnn=dict(sampler=dict(num=128))),
+    test_cfg=dict(
+        rpn=dict(nms_pre=500, max_per_img=100),
+        rcnn=dict(max_per_img=50)))
+
+metainfo = dict(classes=classes)
+train_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='LoadAnnotations', with_bbox=True, with_mask=True),
+    dict(type='RandomFlip', prob=0.5),
+    dict(type='Resize', scale=(img_size, img_size), keep_ratio=True),
+    dict(type='PackDetInputs'),
+]
+test_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='Resize', scale=(img_size, img_size), keep_ratio=True),
+    dict(type='LoadAnnotations', with_bbox=True, with_mask=True),
+    dict(type='PackDetInputs',
+         meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape', 'scale_factor')),
+]
+# num_workers=0: loading 128-px JPEGs is cheap, and a second process with
+# its own OpenMP threads would compete with training for the 2 cores.
+train_dataloader = dict(
+    batch_size=8,
+    num_workers=0,
+    persistent_workers=False,
+    dataset=dict(
+        data_root=data_root,
+        metainfo=metainfo,
+        pipeline=train_pipeline))
+val_dataloader = dict(
+    batch_size=8,
+    num_workers=0,
+    persistent_workers=False,
+    dataset=dict(
+        data_root=data_root,
+        metainfo=metainfo,
+        pipeline=test_pipeline))
+test_dataloader = val_dataloader
+val_evaluator = dict(ann_file=data_root + 'annotations/instances_val2017.json')
+test_evaluator = val_evaluator
+
+# Iteration-based schedule; evaluation and the last checkpoint at max_iters.
+train_cfg = dict(type='IterBasedTrainLoop', max_iters=3000,
+                 val_interval=1000000)
+val_cfg = dict(type='ValLoop')
+test_cfg = dict(type='TestLoop')
+lr = 1e-3
+# One cycle: 5% linear warm-up to `lr`, then cosine decay to lr / 2500. It has no
+# `end`: the Runner sets it to train_cfg.max_iters, so the shape follows the length.
+param_scheduler = [
+    dict(type='OneCycleLR', eta_max=lr, pct_start=0.05, anneal_strategy='cos',
+         div_factor=25., final_div_factor=100., three_phase=False, by_epoch=False),
+]
+optim_wrapper = dict(
+    type='OptimWrapper',
+    optimizer=dict(type='AdamW', lr=lr, betas=(0.9, 0.999), weight_decay=0.05),
+    paramwise_cfg=dict(
+        norm_decay_mult=0.,
+        custom_keys={'.gamma': dict(decay_mult=0.), 'pos_embed': dict(decay_mult=0.)}),
+    clip_grad=dict(max_norm=10., norm_type=2))
+
+default_hooks = dict(
+    logger=dict(type='LoggerHook', interval=50),
+    checkpoint=dict(type='CheckpointHook', by_epoch=False, interval=1000000,
+                    save_last=True, max_keep_ckpts=1))
+log_processor = dict(by_epoch=False)
