@@ -5,9 +5,9 @@
 # Train + evaluate (bbox and segm mAP on the validation split, whose seed
 # training never sees):
 #   python tools/train.py configs/ufo_vit/demo/mask-rcnn_ufo-vit-demo_synthetic.py
-# Schedule length: the ONLY knob is train_cfg.max_iters; the warm-up and cosine
-# decay (one-cycle schedule, ended by the Runner at max_iters), the final
-# evaluation and the last checkpoint all follow it:
+# Schedule length: the ONLY knob is train_cfg.max_iters; the cosine decay (ended
+# by the Runner at max_iters), the final evaluation and the last checkpoint all
+# follow it:
 #   python tools/train.py CONFIG --cfg-options train_cfg.max_iters=500
 _base_ = [
     'mmdet::_base_/models/mask-rcnn_r50_fpn.py',
@@ -98,11 +98,13 @@ train_cfg = dict(type='IterBasedTrainLoop', max_iters=3000,
 val_cfg = dict(type='ValLoop')
 test_cfg = dict(type='TestLoop')
 lr = 1e-3
-# One cycle: 5% linear warm-up to `lr`, then cosine decay to lr / 2500. It has no
-# `end`: the Runner sets it to train_cfg.max_iters, so the shape follows the length.
+# Linear warm-up over the first 100 iterations, cosine decay to lr / 100 over the
+# whole run. The cosine has no `end`: the Runner ends it at train_cfg.max_iters,
+# so the schedule follows the length. (Both schedulers' states are plain data,
+# which checkpoints loaded with weights_only need; OneCycleLR's is not.)
 param_scheduler = [
-    dict(type='OneCycleLR', eta_max=lr, pct_start=0.05, anneal_strategy='cos',
-         div_factor=25., final_div_factor=100., three_phase=False, by_epoch=False),
+    dict(type='LinearLR', start_factor=0.01, by_epoch=False, begin=0, end=100),
+    dict(type='CosineAnnealingLR', eta_min_ratio=0.01, by_epoch=False, begin=0),
 ]
 optim_wrapper = dict(
     type='OptimWrapper',

@@ -1,0 +1,159 @@
+"""The detection demo config through the command-line tools users run:
+mmdet's own tools/train.py and tools/test.py (from the installed wheel), ours
+(tools/dist_train.sh -> tools/train.py under torchrun, tools/test.py),
+tools/slurm_train.sh's srun command line, and tools/infer_highres.py on an
+image 8x larger than the training size. A few iterations each, on synthetic
+COCO in tmp_path; training to the metric is the slow test at the end.
+"""
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import mmdet
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+DEMO = REPO / 'configs/ufo_vit/demo/mask-rcnn_ufo-vit-demo_synthetic.py'
+MMDET_TOOLS = Path(mmdet.__file__).parent / '.mim' / 'tools'
+MAP = re.compile(r'coco/bbox_mAP: (-?[0-9.]+).*coco/segm_mAP: (-?[0-9.]+)')
+
+
+def env(threads=1):
+    e = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads),
+             PYTHON=sys.executable)  # the .sh launchers' interpreter
+    e['PYTHONPATH'] = os.pathsep.join([str(REPO)] + [p for p in [e.get('PYTHONPATH')] if p])
+    return e
+
+
+def run(cmd, timeout=600, threads=1, **kw):
+    proc = subprocess.run([str(c) for c in cmd], cwd=REPO, env=env(threads), timeout=timeout,
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kw)
+    assert proc.returncode == 0, proc.stdout[-6000:]
+    return proc.stdout
+
+
+def data_options(root: Path):
+    ann = root / 'annotations' / 'instances_val2017.json'
+    return [f'train_dataloader.dataset.data_root={root}/',
+            f'val_dataloader.dataset.data_root={root}/',
+            f'test_dataloader.dataset.data_root={root}/',
+            f'val_evaluator.ann_file={ann}', f'test_evaluator.ann_file={ann}']
+
+
+@pytest.fixture(scope='module')
+def coco_root(tmp_path_factory):
+    from ufo_mm.datasets import make_coco
+    root = tmp_path_factory.mktemp('synthetic_coco')
+    make_coco(root, num_train=4, num_val=2, img_size=128, max_objects=3)
+    return root
+
+
+@pytest.fixture(scope='module')
+def mmdet_trained(coco_root, tmp_path_factory):
+    """mmdet's own train.py, the demo config as shipped, 2 iterations."""
+    work = tmp_path_factory.mktemp('mmdet_train')
+    out = run([sys.executable, MMDET_TOOLS / 'train.py', DEMO, '--work-dir', work,
+               '--cfg-options', 'train_cfg.max_iters=2', 'default_hooks.logger.interval=1',
+               *data_options(coco_root)])
+    return work, out
+
+
+def test_mmdet_train_uses_max_iters_and_evaluates(mmdet_trained):
+    work, out = mmdet_trained
+    # the one schedule knob moves training, evaluation and the last checkpoint
+    assert 'Iter(train) [2/2]' in out
+    assert (work / 'iter_2.pth').is_file()
+    assert (work / 'last_checkpoint').read_text().strip().endswith('iter_2.pth')
+    bbox, segm = map(float, MAP.search(out).groups())
+    assert 0 <= bbox <= 1 and 0 <= segm <= 1
+
+
+def test_mmdet_test_evaluates_checkpoint(mmdet_trained, coco_root, tmp_path):
+    work, _ = mmdet_trained
+    out = run([sys.executable, MMDET_TOOLS / 'test.py', DEMO, work / 'iter_2.pth',
+               '--work-dir', tmp_path, '--cfg-options', *data_options(coco_root)])
+    assert 'Weights only load failed' not in out
+    assert 'Load checkpoint from' in out
+    assert MAP.search(out), out[-3000:]
+
+
+def test_dist_train_resumes_then_our_test_writes_predictions(mmdet_trained, coco_root,
+                                                               tmp_path):
+    """tools/dist_train.sh (torchrun, 1 process, gloo on CPU) resumes the
+    mmdet-trained checkpoint for one more iteration; tools/test.py evaluates
+    it, dumps predictions and draws them."""
+    work, _ = mmdet_trained
+    dist_work = tmp_path / 'dist'
+    out = run(['bash', REPO / 'tools/dist_train.sh', DEMO, 1, '--work-dir', dist_work,
+               '--resume', work / 'iter_2.pth',
+               '--cfg-options', 'train_cfg.max_iters=3', 'env_cfg.dist_cfg.backend=gloo',
+               # DDP of a CPU model takes no device_ids (the wrapper cfg's default)
+               'model_wrapper_cfg.type=MMDistributedDataParallel', *data_options(coco_root)])
+    assert 'resumed epoch: 0, iter: 2' in out and 'Saving checkpoint at 3 iterations' in out
+    assert 'Distributed training: True' in out
+    ckpt = dist_work / 'iter_3.pth'
+    assert ckpt.is_file()
+
+    preds, show = tmp_path / 'preds.pkl', tmp_path / 'show'
+    out = run([sys.executable, REPO / 'tools/test.py', DEMO, ckpt, '--work-dir', tmp_path / 'test',
+               '--out', preds, '--show-dir', show, '--cfg-options', *data_options(coco_root)])
+    assert MAP.search(out), out[-3000:]
+    import pickle
+    with open(preds, 'rb') as f:
+        results = pickle.load(f)
+    assert len(results) == 2 and {'pred_instances', 'img_path'} <= set(results[0])
+    assert len(list(show.rglob('*.jpg')) + list(show.rglob('*.png'))) == 2
+
+
+def test_slurm_train_command_line(tmp_path):
+    """slurm_train.sh hands srun the partition, job name, task layout and our
+    train.py with --launcher=slurm (a stand-in srun records its arguments)."""
+    fake = tmp_path / 'bin'
+    fake.mkdir()
+    log = tmp_path / 'srun_args'
+    (fake / 'srun').write_text(f'#!/bin/sh\nfor a in "$@"; do echo "$a"; done > {log}\n')
+    (fake / 'srun').chmod(0o755)
+    e = env()
+    e.update(PATH=f'{fake}{os.pathsep}{e["PATH"]}', GPUS='16', GPUS_PER_NODE='8',
+             SRUN_ARGS='--quotatype=auto --time=1:00:00')
+    subprocess.run(['bash', str(REPO / 'tools/slurm_train.sh'), 'dev', 'ufo', str(DEMO), 'wd',
+                    '--cfg-options', 'train_cfg.max_iters=5'], env=e, check=True,
+                   capture_output=True)
+    args = log.read_text().splitlines()
+    assert args[:2] == ['-p', 'dev']
+    for expected in ('--job-name=ufo', '--gres=gpu:8', '--ntasks=16', '--ntasks-per-node=8',
+                     '--kill-on-bad-exit=1', '--quotatype=auto', '--time=1:00:00',
+                     str(REPO / 'tools/train.py'), str(DEMO), '--work-dir=wd',
+                     '--launcher=slurm', 'train_cfg.max_iters=5'):
+        assert expected in args, (expected, args)
+    assert args.index('--launcher=slurm') < args.index('train_cfg.max_iters=5')
+
+
+def test_dist_scripts_need_their_arguments():
+    for script, n in (('dist_train.sh', 1), ('dist_test.sh', 2), ('slurm_train.sh', 3)):
+        proc = subprocess.run(['bash', str(REPO / 'tools' / script)] + ['x'] * n,
+                              capture_output=True, text=True)
+        assert proc.returncode == 2 and 'usage' in proc.stderr
+
+
+def test_infer_highres_1024(mmdet_trained, coco_root, tmp_path):
+    """The 128-px demo checkpoint on a composed 1024x1024 image: time, peak
+    memory, composed-ground-truth mAP and a picture with the predictions."""
+    work, _ = mmdet_trained
+    out_dir = tmp_path / 'highres'
+    out = run([sys.executable, REPO / 'tools/infer_highres.py', DEMO, work / 'iter_2.pth',
+               '--sizes', 1024, '--out-dir', out_dir, '--max-dets', 50,
+               '--cfg-options', *data_options(coco_root)])
+    rows = json.loads((out_dir / 'results.json').read_text())
+    assert len(rows) == 1
+    row = rows[0]
+    assert (row['height'], row['width']) == (1024, 1024)
+    assert row['seconds'] > 0 and row['peak_rss_mb'] >= row['rss_before_mb'] > 0
+    assert 0 <= row['bbox_mAP'] <= 1 and 0 <= row['segm_mAP'] <= 1 and row['objects'] > 0
+    import cv2
+    picture = cv2.imread(row['picture'])
+    assert picture.shape[:2] == (1024, 1024)
+    assert 'peak_rss_mb' in out
