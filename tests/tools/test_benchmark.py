@@ -1,0 +1,86 @@
+"""tools/benchmark.py in quick mode on tiny inputs: the files it writes, the
+ratios, and that a case extrapolated past the memory budget is skipped instead
+of run. No timing assertions: the machine is shared."""
+import csv
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+COLUMNS = ['model', 'label', 'kind', 'precision', 'height', 'width', 'megapixels', 'threads',
+           'status', 'time_ms_median', 'time_ms_min', 'repeats', 'peak_rss_mb', 'base_rss_mb',
+           'fwd_mem_mb', 'gflops', 'time_ratio_vs_ufo_s12', 'mem_ratio_vs_ufo_s12', 'note']
+
+
+@pytest.fixture(scope='module')
+def quick_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp('bench')
+    env = dict(os.environ, OMP_NUM_THREADS='1', MKL_NUM_THREADS='1')
+    # ViT-S/16's attention memory grows with pixels^2: from 64x128 to 256x256 it is
+    # extrapolated past 1.5 GiB and must be skipped; UFO-ViT (linear) must run.
+    cmd = [sys.executable, 'tools/benchmark.py', '--quick', '--threads', '1',
+           '--models', 'ufo_s12', 'vit_s', '--sizes', '64', '256', '--shapes', '64x128',
+           '--mem-budget-gb', '1.5', '--out-dir', str(out)]
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    with open(out / 'benchmark.csv') as f:
+        reader = csv.DictReader(f)
+        rows = list(reader)
+        header = reader.fieldnames
+    return out, proc.stdout, header, rows
+
+
+def test_csv_columns_and_one_row_per_case(quick_run):
+    _, _, header, rows = quick_run
+    assert header == COLUMNS
+    cases = {(r['model'], r['precision'], int(r['height']), int(r['width'])) for r in rows}
+    assert cases == {(m, 'fp32', h, w) for m in ('ufo_s12', 'vit_s')
+                     for h, w in ((64, 64), (64, 128), (256, 256))}
+    assert all(r['threads'] == '1' for r in rows)
+
+
+def test_measurements_are_sane(quick_run):
+    _, _, _, rows = quick_run
+    ok = [r for r in rows if r['status'] == 'ok']
+    assert len(ok) == 5
+    for r in ok:
+        assert float(r['time_ms_median']) >= float(r['time_ms_min']) > 0
+        assert int(r['repeats']) == 1  # quick mode
+        peak, base = float(r['peak_rss_mb']), float(r['base_rss_mb'])
+        assert peak >= base > 50  # a process with torch loaded
+        assert float(r['fwd_mem_mb']) == pytest.approx(peak - base, abs=0.01)
+        assert float(r['gflops']) > 0  # counted for inputs up to 1024x1024
+
+
+def test_ratios_are_relative_to_ufo_s12(quick_run):
+    _, _, _, rows = quick_run
+    by = {(r['model'], int(r['height']), int(r['width'])): r for r in rows}
+    for h, w in ((64, 64), (64, 128)):
+        ufo, vit = by[('ufo_s12', h, w)], by[('vit_s', h, w)]
+        assert float(ufo['time_ratio_vs_ufo_s12']) == pytest.approx(1.0)
+        assert float(vit['time_ratio_vs_ufo_s12']) == pytest.approx(
+            float(vit['time_ms_median']) / float(ufo['time_ms_median']), rel=1e-2)
+        assert float(vit['mem_ratio_vs_ufo_s12']) == pytest.approx(
+            float(vit['fwd_mem_mb']) / float(ufo['fwd_mem_mb']), rel=1e-2)
+
+
+def test_quadratic_model_skipped_past_memory_budget(quick_run):
+    _, stdout, _, rows = quick_run
+    by = {(r['model'], int(r['height'])): r for r in rows}
+    assert by[('ufo_s12', 256)]['status'] == 'ok'
+    skipped = by[('vit_s', 256)]
+    assert skipped['status'] == 'skipped (OOM risk)'
+    assert 'GiB' in skipped['note'] and skipped['time_ms_median'] == ''
+    assert 'skipped (OOM risk)' in stdout
+
+
+def test_plot_and_summary_written(quick_run):
+    out, stdout, _, _ = quick_run
+    png = out / 'benchmark.png'
+    assert png.read_bytes()[:8] == b'\x89PNG\r\n\x1a\n' and png.stat().st_size > 10_000
+    assert (out / 'benchmark_summary.txt').exists()
+    assert 'plain fp32 GEMM 4096^3' in stdout
+    assert 'threads per case: 1' in stdout
