@@ -1,5 +1,6 @@
-"""Distributed data-parallel training on CPU: two processes under torchrun
-(gloo), ``tools/train.py --launcher pytorch``, a tiny UperNet + UFO-ViT.
+"""Distributed data-parallel training on CPU: two processes started by
+tools/dist_train.sh (torchrun, ``tools/train.py --launcher pytorch``) with
+gloo, training a tiny UperNet + UFO-ViT.
 
 Checks what DDP promises: ranks train on different samples yet end with the
 same weights (gradients are all-reduced), and only rank 0 writes files. BN,
@@ -7,13 +8,14 @@ not SyncBN (SyncBatchNorm needs CUDA), so running statistics stay per rank
 and the checkpoint holds rank 0's.
 """
 import os
+import socket
 import subprocess
 import sys
 
 import pytest
 import torch
 
-from tests.tiny_seg_training import (REPO, TRAIN_TOOL, checkpoints, load_state_dict, make_data,
+from tests.tiny_seg_training import (REPO, checkpoints, load_state_dict, make_data,
                                      tool_env, write_config)
 from ufo_mm.safe_load import safe_torch_load
 
@@ -62,6 +64,18 @@ class RankProbeHook(Hook):
 '''
 
 MAX_ITERS = 4
+DIST_TRAIN = REPO / 'tools' / 'dist_train.sh'
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(('127.0.0.1', 0))
+        return sock.getsockname()[1]
+
+
+def _launcher_env(extra_pythonpath=()) -> dict:
+    """tools/dist_train.sh's environment: this interpreter, a free port, 1 thread."""
+    return dict(tool_env(extra_pythonpath), PYTHON=sys.executable, PORT=str(_free_port()))
 
 
 @pytest.fixture(scope='module')
@@ -76,15 +90,15 @@ def ddp_run(tmp_path_factory):
                           custom_hooks="[dict(type='RankProbeHook')]",
                           extra_imports=('rank_probe',))
     work_dir = root / 'work'
-    env = tool_env(extra_pythonpath=[root])
+    env = _launcher_env(extra_pythonpath=[root])
     env['UFO_PROBE_DIR'] = str(probe_dir)
-    cmd = [sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node', '2',
-           str(TRAIN_TOOL), config, '--launcher', 'pytorch', '--work-dir', str(work_dir)]
+    # the project's launcher: torchrun, one process per device, --launcher pytorch
+    cmd = ['bash', str(DIST_TRAIN), config, '2', '--work-dir', str(work_dir)]
     proc = subprocess.run(cmd, env=env, cwd=str(REPO), capture_output=True, text=True,
                           timeout=300)
     if proc.returncode != 0:
-        raise AssertionError(f'torchrun failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n'
-                             f'{proc.stderr[-6000:]}')
+        raise AssertionError(f'dist_train.sh failed ({proc.returncode}):\n'
+                             f'{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}')
     return work_dir, probe_dir
 
 
@@ -165,13 +179,12 @@ def test_prepare_distributed_cpu_config_changes():
                                          broadcast_buffers=False, find_unused_parameters=False)
 
 
-def _torchrun(config, work_dir, *extra, **popen_kw):
-    """Start a 2-process run; its output goes to ``work_dir``.log (a pipe could fill up)."""
-    cmd = [sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node', '2',
-           str(TRAIN_TOOL), str(config), '--launcher', 'pytorch', '--work-dir', str(work_dir),
-           *extra]
+def _dist_train(config, work_dir, *extra, **popen_kw):
+    """Start a 2-process run with tools/dist_train.sh; its output goes to
+    ``work_dir``.log (a pipe could fill up)."""
+    cmd = ['bash', str(DIST_TRAIN), str(config), '2', '--work-dir', str(work_dir), *extra]
     with open(f'{work_dir}.log', 'a') as log:
-        return subprocess.Popen(cmd, env=tool_env(), cwd=str(REPO), stdout=log,
+        return subprocess.Popen(cmd, env=_launcher_env(), cwd=str(REPO), stdout=log,
                                 stderr=subprocess.STDOUT, **popen_kw)
 
 
@@ -190,11 +203,11 @@ def test_ddp_killed_run_resumes_to_identical_weights(tmp_path):
     data_root = make_data(tmp_path / 'data', num_train=8)
     config = write_config(tmp_path / 'tiny_upernet.py', data_root, max_iters=max_iters,
                           ckpt_interval=interval, dropout=0.1)
-    full = _torchrun(config, tmp_path / 'full')
+    full = _dist_train(config, tmp_path / 'full')
     assert full.wait(timeout=300) == 0, _tail(tmp_path / 'full')
 
     work_dir = tmp_path / 'killed'
-    proc = _torchrun(config, work_dir, start_new_session=True)
+    proc = _dist_train(config, work_dir, start_new_session=True)
     deadline = time.time() + 240
     while not (work_dir / 'last_checkpoint').exists():
         assert proc.poll() is None and time.time() < deadline
@@ -203,7 +216,7 @@ def test_ddp_killed_run_resumes_to_identical_weights(tmp_path):
     proc.wait(timeout=60)
     assert f'iter_{max_iters}.pth' not in checkpoints(work_dir)
 
-    resumed = _torchrun(config, work_dir, '--resume')
+    resumed = _dist_train(config, work_dir, '--resume')
     assert resumed.wait(timeout=300) == 0, _tail(work_dir)
     final = safe_torch_load(work_dir / f'iter_{max_iters}.pth')
     reference = safe_torch_load(tmp_path / 'full' / f'iter_{max_iters}.pth')
