@@ -4,6 +4,9 @@ import json
 from pathlib import Path
 from typing import Dict, List
 
+# Bookkeeping that mmengine logs next to the metrics.
+NOT_METRICS = {'step', 'iter', 'epoch', 'time', 'data_time', 'memory', 'lr'}
+
 
 def _latest_run(work_dir: Path) -> Path:
     """The newest ``<timestamp>/`` folder mmengine made in ``work_dir``."""
@@ -28,7 +31,7 @@ def loss_curve(work_dir) -> Dict[str, List[float]]:
             'loss': [r['loss'] for r in rows]}
 
 
-def test_metrics(work_dir) -> Dict[str, float]:
+def evaluation_metrics(work_dir) -> Dict[str, float]:
     """Metrics of the latest test run: mmengine's LoggerHook dumps them to
     ``<timestamp>/<timestamp>.json`` after the test epoch."""
     run = _latest_run(Path(work_dir))
@@ -36,4 +39,5 @@ def test_metrics(work_dir) -> Dict[str, float]:
     if not path.is_file():
         raise FileNotFoundError(f'no test metrics log {path}')
     record = json.loads(path.read_text())
-    return {k: v for k, v in record.items() if isinstance(v, (int, float)) and '/' in k}
+    return {k: v for k, v in record.items()
+            if isinstance(v, (int, float)) and k not in NOT_METRICS}

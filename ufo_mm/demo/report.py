@@ -27,7 +27,7 @@ def plot_loss_curves(curves: Dict[str, Dict[str, List[float]]], out_png) -> Path
 
 def markdown_table(header: Sequence[str], rows: Sequence[Sequence]) -> str:
     def fmt(v):
-        return f'{v:.4f}' if isinstance(v, float) else str(v)
+        return f'{v:.4g}' if isinstance(v, float) else str(v)
     lines = ['| ' + ' | '.join(header) + ' |', '|' + '---|' * len(header)]
     lines += ['| ' + ' | '.join(fmt(v) for v in row) + ' |' for row in rows]
     return '\n'.join(lines)

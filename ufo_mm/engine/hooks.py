@@ -24,12 +24,19 @@ class TimeEstimateHook(Hook):
         self._start = None
         self.estimate_s = None
 
+    def before_train(self, runner):
+        # Short runs still get an estimate: shrink the warm-up and the window.
+        self._skip = min(self.skip, max(0, runner.max_iters - 2))
+        self._measure = max(1, min(self.measure, runner.max_iters - self._skip - 1))
+        if self._skip == 0:
+            self._start = time.perf_counter()
+
     def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None):
         done = runner.iter + 1
-        if done == self.skip:
+        if done == self._skip:
             self._start = time.perf_counter()
-        elif self._start is not None and done == self.skip + self.measure:
-            per_iter = (time.perf_counter() - self._start) / self.measure
+        elif self._start is not None and done == self._skip + self._measure:
+            per_iter = (time.perf_counter() - self._start) / self._measure
             self.estimate_s = per_iter * runner.max_iters
             remaining = per_iter * (runner.max_iters - done)
             runner.logger.info(
