@@ -8,6 +8,15 @@ Shapes: B batch, N tokens, C channels, h heads, d = C / h head channels.
     out     = proj(merge_heads(out))      (B, N, C)
 
 No N x N tensor is ever formed, so time and memory grow linearly with N.
+
+How it is computed (same result, fewer passes over the N-sized tensors):
+the output projection is linear, so ``merge_heads(XNorm(q) @ kv) @ W^T`` equals
+``merge_heads(XNorm(q)) @ (blockdiag(kv) @ W^T)``. ``UFOAttention.forward``
+first folds the (B, h, d, d) key-values into the projection weight, a (B, C, C)
+matrix whose cost does not depend on N, and then needs one GEMM over the
+tokens instead of a batched ``q @ kv``, a head-merging copy and the projection.
+q is normalised while it is copied out of the fused qkv output, which gives
+the (B, N, C) token-major layout that GEMM wants.
 """
 import torch
 import torch.nn as nn
@@ -39,7 +48,8 @@ def xnorm(x: torch.Tensor, gamma: torch.Tensor, dim: int = -1, eps: float = 1e-6
     norm = torch.linalg.vector_norm(x, dim=dim, keepdim=True, dtype=acc)
     if eps > 0:
         norm = norm.clamp_min(eps)
-    return (x.to(acc) * (gamma.to(acc) / norm)).to(x.dtype)
+    # x (any float dtype) times a float32 scale computes in float32 in one pass.
+    return (x * (gamma.to(acc) / norm)).to(x.dtype)
 
 
 class QKVAttentionBase(nn.Module):
@@ -111,17 +121,32 @@ class UFOAttention(QKVAttentionBase):
             self.gamma_kv = nn.Parameter(torch.ones(num_heads, 1, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        q, k, v = self.split_heads(x)
+        B, N, C = x.shape
+        h = self.num_heads
         gamma_q = self.gamma if self.seed_compat else self.gamma_q
         gamma_kv = self.gamma if self.seed_compat else self.gamma_kv
+        # (B, N, h, d) views into the fused projection, no copies.
+        q, k, v = self.qkv(x).view(B, N, 3, h, C // h).unbind(2)
 
         # k^T v sums N products per entry: in fp16/bf16 it overflows or loses
         # all precision at large N, so it runs in float32 with autocast off.
         # The cost is O(N d^2), small next to the projections.
         with torch.autocast(device_type=x.device.type, enabled=False):
             acc = accumulation_dtype(k)
-            kv = k.to(acc).transpose(-2, -1) @ v.to(acc)  # (B, h, d, d)
-            kv = xnorm(kv, gamma_kv, dim=self.kv_norm_dim, eps=self.eps)
-        kv = self.attn_drop(kv)
-        q = xnorm(q, gamma_q, dim=-1, eps=self.eps)
-        return self.merge_heads(q @ kv.to(q.dtype))  # (B, h, N, d) -> (B, N, C)
+            kv = k.to(acc).permute(0, 2, 3, 1) @ v.to(acc).transpose(1, 2)  # (B, h, d, d)
+            kv = self.attn_drop(xnorm(kv, gamma_kv, dim=self.kv_norm_dim, eps=self.eps))
+            # blockdiag(kv) @ W^T: head i's d x d block times rows i*d..(i+1)*d
+            # of W^T -> (B, C, C); O(C^2 d), independent of N.
+            weight = self.proj.weight.to(acc).t().reshape(h, C // h, C)
+            fused = (kv @ weight).reshape(B, C, C)
+
+        q = xnorm(q, gamma_q.view(h, 1), dim=-1, eps=self.eps).reshape(B, N, C)
+        fused = fused.to(q.dtype)
+        bias = self.proj.bias.to(q.dtype)
+        # addmm is faster than baddbmm for one matrix; a trace keeps the batched
+        # op so that an exported graph accepts any batch size.
+        if B == 1 and not torch.jit.is_tracing():
+            out = torch.addmm(bias, q[0], fused[0]).unsqueeze(0)
+        else:
+            out = torch.baddbmm(bias, q, fused)
+        return self.proj_drop(out)
