@@ -145,3 +145,37 @@ def test_resume_truncated_checkpoint_names_file(setup, tmp_path):
     assert 'CheckpointError' in last and str(truncated) in last
     assert 'truncated or corrupt' in last
     assert pickle.UnpicklingError.__name__ not in last  # not mistaken for an unsafe file
+
+
+EPOCH_BASED = '''
+_base_ = {base!r}
+train_dataloader = dict(sampler=dict(_delete_=True, type='DefaultSampler', shuffle=True))
+train_cfg = dict(_delete_=True, type='EpochBasedTrainLoop', max_epochs=8, val_interval=100)
+param_scheduler = [dict(type='PolyLR', eta_min=0., power=1.0, by_epoch=True, begin=0, end=8)]
+default_hooks = dict(checkpoint=dict(by_epoch=True, interval=2),
+                     logger=dict(log_metric_by_epoch=True))
+log_processor = dict(by_epoch=True)
+'''
+
+
+@pytest.mark.slow
+def test_epoch_based_killed_run_resumes_to_identical_weights(setup, tmp_path):
+    """mmdet-style epoch loop: resume starts at an epoch boundary."""
+    _, base, _ = setup
+    config = tmp_path / 'epoch_based.py'
+    config.write_text(EPOCH_BASED.format(base=str(base)))
+    run_train(config, tmp_path / 'full')
+    work_dir = tmp_path / 'killed'
+    proc = subprocess.Popen(train_cmd(config, work_dir), env=tool_env(), cwd=str(REPO),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        while not (work_dir / 'last_checkpoint').exists():
+            assert proc.poll() is None, 'training ended before writing a checkpoint'
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait(timeout=60)
+    assert not (work_dir / 'epoch_8.pth').exists()
+    run_train(config, work_dir, '--resume')
+    assert_state_dicts_equal(load_state_dict(work_dir / 'epoch_8.pth'),
+                             load_state_dict(tmp_path / 'full' / 'epoch_8.pth'))
