@@ -71,8 +71,8 @@ DET_CONFIG = 'configs/ufo_vit/mask-rcnn/mask-rcnn_ufo-vit-s12-p16_fpn_ms-crop-3x
 SEG_CONFIG = 'configs/ufo_vit/upernet/upernet_ufo-vit-s12-p16_8xb2-160k_ade20k-512x512.py'
 CSV_COLUMNS = ['model', 'label', 'kind', 'precision', 'height', 'width', 'megapixels',
                'threads', 'status', 'time_ms_median', 'time_ms_min', 'repeats',
-               'peak_rss_mb', 'base_rss_mb', 'fwd_mem_mb', 'gflops', 'time_ratio_vs_ufo_s12',
-               'mem_ratio_vs_ufo_s12', 'note']
+               'peak_rss_mb', 'base_rss_mb', 'fwd_mem_mb', 'gflops', 'other_cpu',
+               'time_ratio_vs_ufo_s12', 'mem_ratio_vs_ufo_s12', 'note']
 
 
 # --------------------------------------------------------------------------- model builders
@@ -190,6 +190,15 @@ def current_rss_bytes() -> int:
         return int(f.read().split()[1]) * os.sysconf('SC_PAGE_SIZE')
 
 
+def cpu_jiffies():
+    """(busy jiffies of the whole machine, steal included; jiffies of this process)."""
+    with open('/proc/stat') as f:
+        user, nice, system, idle, iowait, irq, softirq, steal = map(int, f.readline().split()[1:9])
+    with open('/proc/self/stat') as f:
+        fields = f.read().rsplit(')', 1)[1].split()
+    return user + nice + system + irq + softirq + steal, int(fields[11]) + int(fields[12])
+
+
 def peak_rss_bytes() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
 
@@ -229,10 +238,17 @@ def run_case(spec: dict) -> dict:
         repeats = spec['repeats']
         if first is not None and spec.get('max_timed_s'):
             repeats = max(1, min(repeats, int(spec['max_timed_s'] / max(first, 1e-6))))
+        busy0, own0 = cpu_jiffies()
+        t_start = time.perf_counter()
         for _ in range(repeats):
             t0 = time.perf_counter()
             fwd()
             times.append(time.perf_counter() - t0)
+        busy1, own1 = cpu_jiffies()
+        # CPU the rest of the machine used meanwhile (other processes, hypervisor
+        # steal), in cores: a shared machine's noise, reported and retried on.
+        other = ((busy1 - busy0) - (own1 - own0)) / os.sysconf('SC_CLK_TCK') / \
+            max(time.perf_counter() - t_start, 1e-6)
         peak = peak_rss_bytes()
         gflops = None
         if spec.get('flops'):
@@ -241,7 +257,7 @@ def run_case(spec: dict) -> dict:
     return dict(status='ok', time_ms_median=1e3 * times[len(times) // 2],
                 time_ms_min=1e3 * times[0], repeats=len(times), peak_rss_mb=peak / 2**20,
                 base_rss_mb=base / 2**20, fwd_mem_mb=(peak - base) / 2**20, gflops=gflops,
-                threads=torch.get_num_threads())
+                other_cpu=max(0., other), threads=torch.get_num_threads())
 
 
 def run_gemm(spec: dict) -> dict:
@@ -314,6 +330,28 @@ def run_isolated(ctx, spec: dict, mem_kill_bytes: float, timeout_s: float) -> di
     return result
 
 
+def measure(ctx, spec: dict, args, mem_kill: float) -> dict:
+    """Run a case; while other processes took more than ``--max-other-cpu`` cores
+    during its timed runs, wait and run it again (``--retries`` times), keeping
+    the least disturbed result."""
+    best = None
+    for attempt in range(args.retries + 1):
+        if attempt:
+            time.sleep(args.retry_wait_s)
+        res = run_isolated(ctx, spec, mem_kill, args.case_timeout_s)
+        if res['status'] != 'ok':
+            return res
+        if best is None or res['other_cpu'] < best['other_cpu']:
+            best = res
+        if res['other_cpu'] <= args.max_other_cpu:
+            break
+    if attempt:
+        best['note'] = f'{attempt + 1} runs (other processes used CPU)'
+    if best['other_cpu'] > args.max_other_cpu:
+        best['note'] = f'disturbed: other processes used {best["other_cpu"]:.2f} cores'
+    return best
+
+
 def parse_shape(s: str):
     if 'x' in s:
         h, w = s.lower().split('x')
@@ -370,14 +408,15 @@ def print_table(rows, threads):
     print(f'\nCPU inference, batch 1, torch threads = {threads}; times are medians; '
           f'x{MODELS[REFERENCE]["label"]} = peer / UFO-ViT-S12/16 at the same size and precision')
     head = (f'{"model":24s} {"prec":4s} {"input":>9s} {"time ms":>9s} {"xUFO":>6s} '
-            f'{"fwd MB":>8s} {"xUFO":>6s} {"peak MB":>8s} {"GFLOPs":>7s}  status')
+            f'{"fwd MB":>8s} {"xUFO":>6s} {"peak MB":>8s} {"GFLOPs":>7s} {"other":>5s}  status')
     print(head)
     print('-' * len(head))
     for r in rows:
         print(f'{r["label"]:24s} {r["precision"]:4s} {r["height"]:>4d}x{r["width"]:<4d} '
               f'{fmt(r.get("time_ms_median")):>9s} {fmt(r.get("time_ratio_vs_ufo_s12"), ".2f"):>6s} '
               f'{fmt(r.get("fwd_mem_mb")):>8s} {fmt(r.get("mem_ratio_vs_ufo_s12"), ".2f"):>6s} '
-              f'{fmt(r.get("peak_rss_mb")):>8s} {fmt(r.get("gflops"), ".1f"):>7s}  {r["status"]}')
+              f'{fmt(r.get("peak_rss_mb")):>8s} {fmt(r.get("gflops"), ".1f"):>7s} '
+              f'{fmt(r.get("other_cpu"), ".2f"):>5s}  {r["status"]}')
 
 
 def summary(rows, gemm):
@@ -499,6 +538,11 @@ def parse_args(argv=None):
     p.add_argument('--mem-kill-gb', type=float, default=16.,
                    help='kill a case whose resident set passes this')
     p.add_argument('--case-timeout-s', type=float, default=600.)
+    p.add_argument('--max-other-cpu', type=float, default=0.25,
+                   help='rerun a case when other processes used more CPU cores than this '
+                        'during its timed runs (shared machines)')
+    p.add_argument('--retries', type=int, default=2, help='reruns of a disturbed case')
+    p.add_argument('--retry-wait-s', type=float, default=15.)
     p.add_argument('--no-flops', action='store_true', help='do not count FLOPs')
     p.add_argument('--out-dir', default='work_dirs/benchmark')
     p.add_argument('--quick', action='store_true',
@@ -516,6 +560,7 @@ def parse_args(argv=None):
         if '--models' not in given:
             args.models = BACKBONES
         args.warmup, args.repeats = 1, 1
+        args.retries = 0
     return args
 
 
@@ -557,7 +602,7 @@ def main(argv=None):
             spec = dict(common, **case)
             spec['flops'] = (not args.no_flops and info['kind'] == 'backbone' and
                              case['height'] * case['width'] <= 1024 * 1024)
-            row.update(run_isolated(ctx, spec, mem_kill, args.case_timeout_s))
+            row.update(measure(ctx, spec, args, mem_kill))
             if row['status'] == 'ok':
                 last[key] = row
         rows.append(row)

@@ -7,9 +7,10 @@ import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
 from ufo_mm.models import UFOViT
-from ufo_mm.models.ufo_vit import _ONEDNN_LINEAR, Mlp
+from ufo_mm.models.cpu_fusion import ONEDNN_AVAILABLE
+from ufo_mm.models.ufo_vit import Mlp
 
-needs_onednn = pytest.mark.skipif(not _ONEDNN_LINEAR, reason='no oneDNN linear op in this torch')
+needs_onednn = pytest.mark.skipif(not ONEDNN_AVAILABLE, reason='no oneDNN fused ops in this torch')
 
 
 def plain_mlp(mlp, x):
@@ -95,7 +96,7 @@ def test_outputs_are_channels_last_and_not_overwritten_by_later_blocks():
 
 
 @needs_onednn
-def test_flop_counter_sees_fused_gemms():
+def test_fused_kernels_run_and_flop_counter_sees_them():
     model = _model()
     x = torch.randn(1, 3, 128, 128)
     counts = []
@@ -104,4 +105,57 @@ def test_flop_counter_sees_fused_gemms():
         with torch.set_grad_enabled(grad), counter:
             model(x)
         counts.append(counter.get_total_flops())
+        ops = {str(op) for op in counter.get_flop_counts()['Global']}
+        fused = {'mkldnn._linear_pointwise', 'mkldnn._convolution_pointwise',
+                 'mkldnn._convolution_transpose_pointwise'}
+        assert fused <= ops if not grad else not fused & ops, ops
     assert counts[0] == counts[1]
+
+
+@needs_onednn
+def test_backbone_bf16_fused_close_to_fp32():
+    model = _model()
+    x = torch.randn(1, 3, 160, 128)
+    with torch.no_grad():
+        ref = model(x)
+        with torch.autocast('cpu', dtype=torch.bfloat16):
+            fast = model(x)
+    assert fast[0].dtype == torch.bfloat16  # the up-sampling convolutions ran in bf16
+    for f, r in zip(fast, ref):
+        assert ((f.float() - r).norm() / r.norm()) < 3e-2
+
+
+@pytest.mark.parametrize('batch', [1, 2])
+@pytest.mark.parametrize('kv_norm_dim', [-2, -1])
+def test_tiled_attention_equals_untiled(batch, kv_norm_dim):
+    from ufo_mm.models import UFOAttention
+    torch.manual_seed(0)
+    attn = UFOAttention(64, num_heads=4, kv_norm_dim=kv_norm_dim).eval()
+    x = torch.randn(batch, 333, 64)
+    with torch.no_grad():
+        attn.tile_tokens = None
+        whole = attn(x)
+        attn.tile_tokens = 100  # 4 tiles, the last one partial
+        assert attn._tile(x) == 100
+        tiled = attn(x)
+        with torch.autocast('cpu', dtype=torch.bfloat16):
+            tiled_bf16 = attn(x)
+    torch.testing.assert_close(tiled, whole, rtol=1e-5, atol=1e-5)
+    assert tiled_bf16.dtype == torch.bfloat16
+    assert ((tiled_bf16.float() - whole).norm() / whole.norm()) < 2e-2
+    assert attn._tile(x.requires_grad_()) == 333  # autograd: never tiled
+
+
+@needs_onednn
+@pytest.mark.parametrize('batch', [1, 2])
+def test_tiled_mlp_equals_untiled(batch):
+    torch.manual_seed(0)
+    mlp = Mlp(32, 128).eval()
+    x = torch.randn(batch, 333, 32)
+    with torch.no_grad():
+        mlp.tile_tokens = None
+        whole = mlp(x)
+        mlp.tile_tokens = 100
+        tiled = mlp(x)
+    torch.testing.assert_close(tiled, whole, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(tiled, plain_mlp(mlp, x), rtol=1e-5, atol=1e-5)

@@ -12,7 +12,8 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 COLUMNS = ['model', 'label', 'kind', 'precision', 'height', 'width', 'megapixels', 'threads',
            'status', 'time_ms_median', 'time_ms_min', 'repeats', 'peak_rss_mb', 'base_rss_mb',
-           'fwd_mem_mb', 'gflops', 'time_ratio_vs_ufo_s12', 'mem_ratio_vs_ufo_s12', 'note']
+           'fwd_mem_mb', 'gflops', 'other_cpu', 'time_ratio_vs_ufo_s12', 'mem_ratio_vs_ufo_s12',
+           'note']
 
 
 @pytest.fixture(scope='module')
@@ -53,6 +54,7 @@ def test_measurements_are_sane(quick_run):
         assert peak >= base > 50  # a process with torch loaded
         assert float(r['fwd_mem_mb']) == pytest.approx(peak - base, abs=0.01)
         assert float(r['gflops']) > 0  # counted for inputs up to 1024x1024
+        assert float(r['other_cpu']) >= 0  # CPU other processes took meanwhile
 
 
 def test_ratios_are_relative_to_ufo_s12(quick_run):

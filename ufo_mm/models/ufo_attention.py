@@ -18,10 +18,15 @@ tokens instead of a batched ``q @ kv``, a head-merging copy and the projection.
 q is normalised while it is copied out of the fused qkv output, which gives
 the (B, N, C) token-major layout that GEMM wants.
 """
+from typing import Optional
+
 import torch
 import torch.nn as nn
 
 KV_NORM_DIMS = (-2, -1)
+# Tokens per tile of UFOAttention and the MLP in CPU inference on long inputs
+# (docs/performance.md); 0 or None turns tiling off.
+INFERENCE_TILE_TOKENS = 2048
 
 
 def accumulation_dtype(x: torch.Tensor) -> torch.dtype:
@@ -104,6 +109,8 @@ class UFOAttention(QKVAttentionBase):
     Shape:
         x: (B, N, C) -> (B, N, C).
     """
+    #: tokens per tile in inference on long inputs (see ``INFERENCE_TILE_TOKENS``)
+    tile_tokens: Optional[int] = INFERENCE_TILE_TOKENS
 
     def __init__(self, dim: int, num_heads: int = 8, qkv_bias: bool = True,
                  attn_drop: float = 0., proj_drop: float = 0., kv_norm_dim: int = -2,
@@ -120,27 +127,71 @@ class UFOAttention(QKVAttentionBase):
             self.gamma_q = nn.Parameter(torch.ones(num_heads, 1, 1))
             self.gamma_kv = nn.Parameter(torch.ones(num_heads, 1, 1))
 
+    def _tile(self, x: torch.Tensor) -> int:
+        """Tokens per tile: ``tile_tokens`` in inference (no autograd, no trace)
+        on inputs longer than that, else all of them."""
+        N = x.shape[1]
+        if not self.tile_tokens or N <= self.tile_tokens or torch.jit.is_tracing() or \
+                (torch.is_grad_enabled() and (x.requires_grad or self.qkv.weight.requires_grad)):
+            return N
+        return self.tile_tokens
+
+    def _qkv(self, x: torch.Tensor):
+        """(B, T, C) -> q, k, v: (B, T, h, d) views into the fused projection."""
+        B, T, C = x.shape
+        return self.qkv(x).view(B, T, 3, self.num_heads, C // self.num_heads).unbind(2)
+
+    @staticmethod
+    def _keys_times_values(k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """(B, T, h, d) keys and values -> k^T v (B, h, d, d) in float32 at least."""
+        acc = accumulation_dtype(k)
+        return k.to(acc).permute(0, 2, 3, 1) @ v.to(acc).transpose(1, 2)
+
+    def _normalised_queries(self, q: torch.Tensor, out: Optional[torch.Tensor] = None):
+        """XNorm of (B, T, h, d) queries as a (B, T, C) tensor (into ``out`` if given)."""
+        B, T, h, d = q.shape
+        gamma_q = (self.gamma if self.seed_compat else self.gamma_q).view(h, 1)
+        qn = xnorm(q, gamma_q, dim=-1, eps=self.eps).reshape(B, T, h * d)
+        if out is None:
+            return qn
+        out.copy_(qn)
+        return out
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, N, C = x.shape
         h = self.num_heads
-        gamma_q = self.gamma if self.seed_compat else self.gamma_q
-        gamma_kv = self.gamma if self.seed_compat else self.gamma_kv
-        # (B, N, h, d) views into the fused projection, no copies.
-        q, k, v = self.qkv(x).view(B, N, 3, h, C // h).unbind(2)
+        tile = self._tile(x)
+        if tile >= N:
+            q, k, v = self._qkv(x)
+            q = self._normalised_queries(q)
+        else:
+            # Long inputs in inference: the (T, 3C) projection of one tile at a
+            # time stays in cache and below malloc's mmap threshold (a full
+            # (N, 3C) one is page-faulted in anew at every call); k^T v is a sum
+            # over tokens, so it adds up tile by tile.
+            kv = q = None
+            for start in range(0, N, tile):
+                qt, kt, vt = self._qkv(x[:, start:start + tile])
+                with torch.autocast(device_type=x.device.type, enabled=False):
+                    part = self._keys_times_values(kt, vt)
+                kv = part if kv is None else kv.add_(part)
+                if q is None:
+                    q = x.new_empty(B, N, C, dtype=qt.dtype)
+                self._normalised_queries(qt, out=q[:, start:start + tile])
 
+        gamma_kv = self.gamma if self.seed_compat else self.gamma_kv
         # k^T v sums N products per entry: in fp16/bf16 it overflows or loses
         # all precision at large N, so it runs in float32 with autocast off.
         # The cost is O(N d^2), small next to the projections.
         with torch.autocast(device_type=x.device.type, enabled=False):
-            acc = accumulation_dtype(k)
-            kv = k.to(acc).permute(0, 2, 3, 1) @ v.to(acc).transpose(1, 2)  # (B, h, d, d)
+            if tile >= N:
+                kv = self._keys_times_values(k, v)  # (B, h, d, d)
             kv = self.attn_drop(xnorm(kv, gamma_kv, dim=self.kv_norm_dim, eps=self.eps))
             # blockdiag(kv) @ W^T: head i's d x d block times rows i*d..(i+1)*d
             # of W^T -> (B, C, C); O(C^2 d), independent of N.
-            weight = self.proj.weight.to(acc).t().reshape(h, C // h, C)
+            weight = self.proj.weight.to(kv.dtype).t().reshape(h, C // h, C)
             fused = (kv @ weight).reshape(B, C, C)
 
-        q = xnorm(q, gamma_q.view(h, 1), dim=-1, eps=self.eps).reshape(B, N, C)
         fused = fused.to(q.dtype)
         bias = self.proj.bias.to(q.dtype)
         # addmm is faster than baddbmm for one matrix; a trace keeps the batched

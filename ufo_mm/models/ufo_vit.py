@@ -28,8 +28,9 @@ from mmengine.model import BaseModule
 from mmengine.model.weight_init import trunc_normal_
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from . import cpu_fusion
 from .baseline_attention import SoftmaxAttention, XCAttention
-from .ufo_attention import UFOAttention
+from .ufo_attention import INFERENCE_TILE_TOKENS, UFOAttention
 
 ATTENTIONS = {'ufo': UFOAttention, 'softmax': SoftmaxAttention, 'xca': XCAttention}
 
@@ -122,7 +123,20 @@ class ConvPatchEmbed(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # channels_last: oneDNN's fast convolution layout, and the output is then
         # already in token order, (B, C, H, W) -> (B, N, C) being a free view.
-        return self.proj(x.contiguous(memory_format=torch.channels_last))
+        x = x.contiguous(memory_format=torch.channels_last)
+        dtype = cpu_fusion.inference_dtype(x, self)
+        if dtype is None or not all(cpu_fusion.foldable_bn(m[1]) for m in self.proj
+                                    if isinstance(m, nn.Sequential)):
+            return self.proj(x)
+        # inference: each conv + BN (folded) + GELU is one oneDNN convolution
+        layers = list(self.proj)
+        for i, layer in enumerate(layers):
+            if isinstance(layer, nn.Sequential):
+                conv, bn = layer
+                weight, bias = cpu_fusion.fold_bn(conv.weight, conv.bias, bn)
+                gelu = i + 1 < len(layers) and isinstance(layers[i + 1], nn.GELU)
+                x = cpu_fusion.conv2d(x, conv, weight, bias, 'gelu' if gelu else 'none', dtype)
+        return x
 
 
 class FourierPositionEncoding(nn.Module):
@@ -176,48 +190,27 @@ class LPI(nn.Module):
     def forward(self, x: torch.Tensor, H: int, W: int) -> torch.Tensor:
         B, N, C = x.shape
         x = x.reshape(B, H, W, C).permute(0, 3, 1, 2)  # (B, C, H, W), channels_last
-        x = self.conv2(self.bn(self.act(self.conv1(x))))
+        dtype = cpu_fusion.inference_dtype(x, self)
+        if dtype is None:
+            x = self.act(self.conv1(x))
+        else:  # GELU inside the convolution (the BN after it cannot fold exactly)
+            x = cpu_fusion.conv2d(x, self.conv1, self.conv1.weight, self.conv1.bias, 'gelu',
+                                  dtype)
+        x = self.conv2(self.bn(x))
         return x.permute(0, 2, 3, 1).reshape(B, N, C)
-
-
-def _onednn_linear_available() -> bool:
-    try:
-        return torch.backends.mkldnn.is_available() and \
-            hasattr(torch.ops.mkldnn, '_linear_pointwise')
-    except (AttributeError, RuntimeError):
-        return False
-
-
-_ONEDNN_LINEAR = _onednn_linear_available()
-
-
-def _register_fused_linear_flops():
-    """Let torch's FlopCounterMode count the fused GEMMs as it counts nn.Linear
-    (2 FLOPs per multiply-add); it knows only aten ops otherwise."""
-    from torch.utils.flop_counter import flop_registry, register_flop_formula
-    op = torch.ops.mkldnn._linear_pointwise
-    if op in flop_registry:
-        return
-
-    @register_flop_formula(op)
-    def linear_pointwise_flops(x_shape, w_shape, *args, out_shape=None, **kwargs) -> int:
-        return 2 * math.prod(x_shape[:-1]) * x_shape[-1] * w_shape[0]
-
-
-if _ONEDNN_LINEAR:
-    _register_fused_linear_flops()
 
 
 class Mlp(nn.Module):
     """Linear -> GELU -> dropout -> linear -> dropout. (B, N, C) -> (B, N, C).
 
-    CPU inference (no autograd, no tracing) fuses the bias and the GELU into
-    oneDNN's GEMM (``torch.ops.mkldnn._linear_pointwise``, the kernel
-    torch.compile uses): the (B, N, 4C) hidden activation is written once
-    instead of three times, which saves ~7% of the backbone's time. The result
-    equals the unfused one up to float rounding; under bf16 autocast it runs
-    in bf16 like autocast's own linear.
+    CPU inference fuses the bias and the GELU into oneDNN's GEMM
+    (:mod:`.cpu_fusion`): the (B, N, 4C) hidden activation is written once
+    instead of three times, which saves ~7% of the backbone's time. Inputs
+    longer than ``tile_tokens`` are then processed in tiles of that many tokens.
     """
+
+    #: tokens per tile of the fused path on long inputs (0/None: no tiling)
+    tile_tokens: Optional[int] = INFERENCE_TILE_TOKENS
 
     def __init__(self, dim: int, hidden_dim: int, drop: float = 0.):
         super().__init__()
@@ -228,28 +221,31 @@ class Mlp(nn.Module):
 
     def _fused_dtype(self, x: torch.Tensor) -> Optional[torch.dtype]:
         """The dtype the fused path computes in, or None when it must not run."""
-        if not _ONEDNN_LINEAR or x.device.type != 'cpu' or \
-                torch.jit.is_tracing() or torch.jit.is_scripting() or \
-                torch.onnx.is_in_onnx_export() or (self.training and self.drop.p > 0):
+        if self.training and self.drop.p > 0:
             return None
-        if torch.is_grad_enabled() and (x.requires_grad or self.fc1.weight.requires_grad):
-            return None
-        if torch.is_autocast_enabled('cpu'):
-            dtype = torch.get_autocast_dtype('cpu')
-        else:
-            dtype = x.dtype
-            if self.fc1.weight.dtype != dtype:
-                return None
-        return dtype if dtype in (torch.float32, torch.bfloat16) else None
+        return cpu_fusion.inference_dtype(x, self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         dtype = self._fused_dtype(x)
         if dtype is None:
             return self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))
-        linear = torch.ops.mkldnn._linear_pointwise
-        fc1, fc2 = self.fc1, self.fc2
-        h = linear(x.to(dtype), fc1.weight.to(dtype), fc1.bias.to(dtype), 'gelu', [], 'none')
-        return linear(h, fc2.weight.to(dtype), fc2.bias.to(dtype), 'none', [], '')
+        w1, b1, w2, b2 = (p.to(dtype) for p in (self.fc1.weight, self.fc1.bias,
+                                                 self.fc2.weight, self.fc2.bias))
+
+        def mlp(t):
+            return cpu_fusion.linear(cpu_fusion.linear(t, w1, b1, 'gelu', dtype),
+                                     w2, b2, 'none', dtype)
+
+        N, tile = x.shape[-2], self.tile_tokens
+        if not tile or N <= tile:
+            return mlp(x)
+        # Long inputs: one tile of tokens at a time, so the (tile, 4C) hidden
+        # activation stays in cache and is reused from malloc's free lists; a
+        # (N, 4C) one is page-faulted in anew at every call.
+        out = x.new_empty(x.shape[:-1] + (w2.shape[0],), dtype=dtype)
+        for start in range(0, N, tile):
+            out[..., start:start + tile, :] = mlp(x[..., start:start + tile, :])
+        return out
 
 
 class DropPath(nn.Module):
@@ -435,6 +431,17 @@ class UFOViT(BaseModule):
             self.fpn3 = nn.MaxPool2d(kernel_size=2, stride=2, ceil_mode=True)
             self.fpn4 = nn.MaxPool2d(kernel_size=4, stride=4, ceil_mode=True)
 
+    def _upsample4(self, x: torch.Tensor) -> torch.Tensor:
+        """fpn1 of patch 16: ConvT -> BN -> GELU -> ConvT. In CPU inference the
+        BN is folded into the first ConvT and the GELU runs inside it."""
+        up1, bn, act, up2 = self.fpn1
+        dtype = cpu_fusion.inference_dtype(x, self.fpn1)
+        if dtype is None or not cpu_fusion.foldable_bn(bn) or not isinstance(act, nn.GELU):
+            return self.fpn1(x)
+        weight, bias = cpu_fusion.fold_bn(up1.weight, up1.bias, bn, out_dim=1)
+        x = cpu_fusion.conv_transpose2d(x, up1, weight, bias, 'gelu', dtype)
+        return cpu_fusion.conv_transpose2d(x, up2, up2.weight, up2.bias, 'none', dtype)
+
     def _frozen_modules(self):
         if self.frozen_stages >= 0:
             yield self.patch_embed
@@ -512,6 +519,7 @@ class UFOViT(BaseModule):
                 # (B, C, Hp, Wp) channels_last view of the tokens, no copy
                 feats.append(x.reshape(B, Hp, Wp, C).permute(0, 3, 1, 2))
 
-        adapters = (self.fpn1, self.fpn2, self.fpn3, self.fpn4)
+        adapters = (self._upsample4, self.fpn2, self.fpn3, self.fpn4) \
+            if self.patch_size == 16 else (self.fpn1, self.fpn2, self.fpn3, self.fpn4)
         return tuple(adapter(f)[..., :h, :w]
                      for adapter, f, (h, w) in zip(adapters, feats, out_sizes))
