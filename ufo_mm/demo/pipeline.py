@@ -76,10 +76,10 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-def run_tool(args_list, log_path: Path, threads=None):
+def run_tool(args_list, log_path: Path, threads=None, env_extra=None):
     """Run ``python <tool> ...`` from the repository root, showing its output
     and keeping a copy in ``log_path``; raise StepFailed on a non-zero exit."""
-    env = dict(os.environ)
+    env = dict(os.environ, **(env_extra or {}))
     if threads:
         env['OMP_NUM_THREADS'] = str(threads)
     cmd = [sys.executable] + [str(a) for a in args_list]
@@ -131,8 +131,8 @@ def seg_config(args, data_root: Path, out: Path) -> Path:
              "train_dataloader = dict(dataset=dict(data_root=_data))",
              "val_dataloader = dict(dataset=dict(data_root=_data))",
              "test_dataloader = val_dataloader"]
-    if args.seg_iters:
-        lines.append(f'train_cfg = dict(max_iters={args.seg_iters}, val_interval={args.seg_iters})')
+    # The seg demo config derives its schedule (poly decay end, checkpoint and
+    # validation interval) from UFO_SEG_DEMO_ITERS; train_and_test sets it.
     if args.arch:
         arch, C = arch_override(args.arch)
         lines.append(f'model = dict(backbone=dict(arch={arch!r}), '
@@ -161,10 +161,11 @@ def make_data(args, data_dir: Path):
     return coco, Path(ade)
 
 
-def train_and_test(name, config: Path, work: Path, threads, test_args=()):
+def train_and_test(name, config: Path, work: Path, threads, test_args=(), env_extra=None):
     """tools/train.py then tools/test.py on the last checkpoint; returns
     (checkpoint, metrics read back from the test run's evaluation log)."""
-    run_tool(['tools/train.py', config, '--work-dir', work], work / 'train.out', threads)
+    run_tool(['tools/train.py', config, '--work-dir', work], work / 'train.out', threads,
+             env_extra)
     ckpt = latest_checkpoint(work)
     test_dir = work / 'test'
     run_tool(['tools/test.py', config, ckpt, '--work-dir', test_dir, *test_args],
@@ -222,8 +223,9 @@ def main(argv=None) -> int:
             pictures += [Path(r['picture']) for r in rows]
         if not args.skip_seg:
             cfg = seg_config(args, ade, work / 'configs' / 'seg_demo.py')
+            env = {'UFO_SEG_DEMO_ITERS': str(args.seg_iters)} if args.seg_iters else None
             ckpt, m = step('UperNet: train + evaluate', train_and_test, 'seg', cfg,
-                           work / 'seg', args.threads)
+                           work / 'seg', args.threads, (), env)
             curves['UperNet'] = loss_curve(work / 'seg')
             metric_rows.append(['UFO-ViT UperNet', 'mIoU (%)', m['mIoU']])
             step('UperNet: prediction pictures', run_tool,
