@@ -31,7 +31,7 @@ sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 import torch  # noqa: E402
 
-from ufo_mm.models.checkpoint_convert import (RENAMES, convert_state_dict,  # noqa: E402
+from ufo_mm.models.checkpoint_convert import (convert_state_dict, rename_keys,  # noqa: E402
                                               unwrap_state_dict)
 from ufo_mm.models.ufo_vit import ARCH_ZOO, UFOViT, resolve_arch  # noqa: E402
 from ufo_mm.safe_load import safe_torch_load  # noqa: E402
@@ -49,19 +49,7 @@ class ConversionError(RuntimeError):
 
 def _trunk_keys(state_dict: Dict[str, torch.Tensor], prefix: Optional[str]) -> Dict[str, tuple]:
     """Backbone-relative key -> shape, with the same renames as the converter."""
-    out = {}
-    for k, v in state_dict.items():
-        k = re.sub(r'^module\.', '', k)
-        if prefix is not None:
-            if not k.startswith(prefix + '.'):
-                continue
-            k = k[len(prefix) + 1:]
-        else:
-            k = re.sub(r'^backbone\.', '', k)
-        for pattern, new in RENAMES:
-            k = pattern.sub(new, k)
-        out[k] = tuple(v.shape)
-    return out
+    return {k: tuple(v.shape) for k, v in rename_keys(state_dict, prefix).items()}
 
 
 def detect_arch(state_dict: Dict[str, torch.Tensor],

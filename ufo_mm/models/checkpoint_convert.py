@@ -34,16 +34,10 @@ def unwrap_state_dict(ckpt) -> Dict[str, torch.Tensor]:
     return {k: v for k, v in ckpt.items() if isinstance(v, torch.Tensor)}
 
 
-def convert_state_dict(state_dict: Dict[str, torch.Tensor], model: nn.Module,
-                       prefix: Optional[str] = None) -> Tuple[Dict[str, torch.Tensor], dict]:
-    """Convert keys for ``model`` and sort every input key into a report.
-
-    Returns:
-        (converted state dict holding only keys the model has with matching
-        shapes, report) where report has lists 'loaded', 'missing' (model keys
-        not in the checkpoint), 'dropped_classification', 'unexpected' (keys the
-        model does not have) and 'shape_mismatch' (``key: ckpt vs model``).
-    """
+def rename_keys(state_dict: Dict[str, torch.Tensor],
+                prefix: Optional[str] = None) -> Dict[str, torch.Tensor]:
+    """Steps 2-3 above: strip ``module.``, keep what is under ``prefix`` (or
+    strip ``backbone.``), apply the XCiT renames. Keys are backbone-relative."""
     sd = {}
     for k, v in state_dict.items():
         k = re.sub(r'^module\.', '', k)
@@ -56,6 +50,20 @@ def convert_state_dict(state_dict: Dict[str, torch.Tensor], model: nn.Module,
         for pattern, new in RENAMES:
             k = pattern.sub(new, k)
         sd[k] = v
+    return sd
+
+
+def convert_state_dict(state_dict: Dict[str, torch.Tensor], model: nn.Module,
+                       prefix: Optional[str] = None) -> Tuple[Dict[str, torch.Tensor], dict]:
+    """Convert keys for ``model`` and sort every input key into a report.
+
+    Returns:
+        (converted state dict holding only keys the model has with matching
+        shapes, report) where report has lists 'loaded', 'missing' (model keys
+        not in the checkpoint), 'dropped_classification', 'unexpected' (keys the
+        model does not have) and 'shape_mismatch' (``key: ckpt vs model``).
+    """
+    sd = rename_keys(state_dict, prefix)
     target = model.state_dict()
     report = dict(loaded=[], missing=[], dropped_classification=[], unexpected=[],
                   shape_mismatch=[])
