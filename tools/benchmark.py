@@ -19,8 +19,9 @@ is killed. This keeps O(N^2) attention (ViT-S/16 at 2048x2048 needs several
 
 It prints a table with peer/UFO-ViT-S12/16 ratios, time(2048)/time(1024) of
 UFO-ViT-S12/16, and the FLOP rate of its 1024x1024 forward against a plain
-4096^3 fp32 matmul measured in the same run; writes ``benchmark.csv`` and
-``benchmark.png`` (time and memory against resolution, log-log) to ``--out-dir``.
+4096^3 fp32 matmul measured in the same run; writes ``benchmark.csv``,
+``benchmark.png`` (time and memory against resolution, log-log),
+``benchmark_summary.txt`` and ``benchmark_tables.md`` to ``--out-dir``.
 
 FLOPs here are FLOPs (2 per multiply-add), counted by
 ``torch.utils.flop_counter.FlopCounterMode`` (matmuls and convolutions).
@@ -476,6 +477,50 @@ def write_csv(rows, path):
                         for k in CSV_COLUMNS})
 
 
+def markdown_tables(rows) -> str:
+    """Backbone time and memory tables (models x input sizes) and the full models."""
+    shapes = sorted({(r['height'], r['width']) for r in rows if r['kind'] == 'backbone'},
+                    key=lambda hw: (hw[0] * hw[1], hw))
+    get = {(r['model'], r['precision'], r['height'], r['width']): r for r in rows}
+    names = list(dict.fromkeys(r['model'] for r in rows if r['kind'] == 'backbone'))
+    out = []
+
+    def cell(r, key, ratio_key):
+        if r is None:
+            return ''
+        if r['status'] != 'ok':
+            return r['status'].split(' (')[0] + (' (OOM risk)' if 'OOM' in r['status'] else '')
+        v = f'{r[key]:.0f}'
+        if r.get(ratio_key) is not None and r['model'] != REFERENCE:
+            v += f' (x{r[ratio_key]:.2f})'
+        return v
+
+    for prec in dict.fromkeys(r['precision'] for r in rows if r['kind'] == 'backbone'):
+        for key, ratio_key, what in (('time_ms_median', 'time_ratio_vs_ufo_s12',
+                                      'forward time, ms (x = model / UFO-ViT-S12/16)'),
+                                     ('fwd_mem_mb', 'mem_ratio_vs_ufo_s12',
+                                      'forward memory, MB: peak RSS - RSS after build '
+                                      '(x = model / UFO-ViT-S12/16)'),
+                                     ('peak_rss_mb', None, 'peak RSS of the process, MB')):
+            out.append(f'\n**{prec}: {what}**\n')
+            out.append('| model | ' + ' | '.join(f'{h}x{w}' for h, w in shapes) + ' |')
+            out.append('|---|' + '---:|' * len(shapes))
+            for n in names:
+                cells = [cell(get.get((n, prec, h, w)), key, ratio_key) for h, w in shapes]
+                out.append(f'| {MODELS[n]["label"]} | ' + ' | '.join(cells) + ' |')
+    full = [r for r in rows if r['kind'] != 'backbone']
+    if full:
+        out.append('\n**full models (batch 1, random weights)**\n')
+        out.append('| model | precision | input | time, s | peak RSS, GiB | forward memory, GiB |')
+        out.append('|---|---|---|---:|---:|---:|')
+        for r in full:
+            ok = r['status'] == 'ok'
+            out.append(f'| {r["label"]} | {r["precision"]} | {r["height"]}x{r["width"]} | '
+                       + (f'{r["time_ms_median"] / 1e3:.1f} | {r["peak_rss_mb"] / 1024:.2f} | '
+                          f'{r["fwd_mem_mb"] / 1024:.2f} |' if ok else f'{r["status"]} | | |'))
+    return '\n'.join(out) + '\n'
+
+
 def plot(rows, path, threads):
     import matplotlib
     matplotlib.use('Agg')
@@ -621,7 +666,9 @@ def main(argv=None):
     plot(rows, png_path, args.threads)
     with open(osp.join(args.out_dir, 'benchmark_summary.txt'), 'w') as f:
         f.write('\n'.join(lines) + '\n')
-    print(f'\nwrote {csv_path}, {png_path}')
+    with open(osp.join(args.out_dir, 'benchmark_tables.md'), 'w') as f:
+        f.write(markdown_tables(rows))
+    print(f'\nwrote {csv_path}, {png_path}, benchmark_summary.txt and benchmark_tables.md')
     return rows
 
 

@@ -84,5 +84,8 @@ def test_plot_and_summary_written(quick_run):
     png = out / 'benchmark.png'
     assert png.read_bytes()[:8] == b'\x89PNG\r\n\x1a\n' and png.stat().st_size > 10_000
     assert (out / 'benchmark_summary.txt').exists()
+    tables = (out / 'benchmark_tables.md').read_text()
+    assert '| UFO-ViT-S12/16 |' in tables and '| 64x64 | 64x128 | 256x256 |' in tables
+    assert 'skipped (OOM risk)' in tables
     assert 'plain fp32 GEMM 4096^3' in stdout
     assert 'threads per case: 1' in stdout
