@@ -218,3 +218,20 @@ def test_bf16_autocast_2048_close_to_fp32():
         assert torch.isfinite(o).all()
         # bf16 has an 8-bit mantissa; over 12 blocks the relative error stays small.
         assert ((o.float() - r).norm() / r.norm()).item() < 0.05
+
+
+@pytest.mark.parametrize('patch', [16, 8])
+@pytest.mark.parametrize('train', [True, False])
+def test_outputs_are_contiguous_nchw(patch, train):
+    """Detection heads' ops read raw memory: mmcv's CPU RoIAlign takes
+    channels_last (NHWC-strided) maps for NCHW and pools the wrong pixels."""
+    from mmcv.ops import roi_align
+    model = _small(patch_size=patch).train(train)
+    with torch.set_grad_enabled(train):
+        outs = model(torch.randn(2, 3, 96, 128))
+    assert all(o.is_contiguous() for o in outs)
+    rois = torch.tensor([[0, 3., 5., 20., 17.], [1, 1., 2., 30., 23.]])
+    pooled = roi_align(outs[0], rois, (7, 7), 1.0, 2, 'avg', True)
+    reference = roi_align(outs[0].detach().clone(memory_format=torch.contiguous_format),
+                          rois, (7, 7), 1.0, 2, 'avg', True)
+    torch.testing.assert_close(pooled, reference)

@@ -12,8 +12,10 @@ This module knows nothing of mmdet or mmseg; ``ufo_mm.registry`` registers it.
 Memory layout (what makes it fast on CPU, docs/performance.md): tokens are kept
 as (B, N, C) with N = H * W in row-major order, which is exactly the memory of
 an NHWC image. So the convolutions (patch embedding, LPI, pyramid adapters) run
-on ``channels_last`` views of the tokens, without the NCHW <-> token copies, and
-the four outputs are ``channels_last`` tensors (NCHW shape, NHWC strides).
+on ``channels_last`` views of the tokens, without the NCHW <-> token copies.
+The four outputs are returned as plain contiguous NCHW tensors, as every
+mmdet/mmseg backbone's: downstream ops that read raw memory (mmcv's CPU
+RoIAlign, for one) take NHWC strides for NCHW ones and return garbage.
 """
 import math
 import re
@@ -521,5 +523,7 @@ class UFOViT(BaseModule):
 
         adapters = (self._upsample4, self.fpn2, self.fpn3, self.fpn4) \
             if self.patch_size == 16 else (self.fpn1, self.fpn2, self.fpn3, self.fpn4)
-        return tuple(adapter(f)[..., :h, :w]
+        # Contiguous NCHW: mmcv's CPU RoIAlign ignores strides, and on channels_last
+        # maps it silently pools the wrong pixels (Mask R-CNN then cannot learn).
+        return tuple(adapter(f)[..., :h, :w].contiguous()
                      for adapter, f, (h, w) in zip(adapters, feats, out_sizes))
