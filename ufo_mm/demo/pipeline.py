@@ -57,9 +57,9 @@ def parse_args(argv=None):
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('--work-dir', default='work_dirs/demo', help='outputs and report')
     p.add_argument('--data-dir', default='data/demo', help='where synthetic data is written')
-    p.add_argument('--det-iters', type=int, default=300,
+    p.add_argument('--det-iters', type=int, default=500,
                    help='Mask R-CNN training iterations (0: the demo config\'s full schedule)')
-    p.add_argument('--seg-iters', type=int, default=600,
+    p.add_argument('--seg-iters', type=int, default=800,
                    help='UperNet training iterations (0: the demo config\'s full schedule)')
     p.add_argument('--img-size', type=int, default=128, help='training image size')
     p.add_argument('--num-train', type=int, default=None, help='training images per task')
