@@ -9,11 +9,13 @@ draws the predictions (mmdet's ``DetLocalVisualizer`` / mmseg's
 
 Inputs, either
   * ``--images A.jpg B.png ...``: your images, each at its own size; or
-  * (default) a composed image per ``--sizes`` entry: tiles of the config's
-    validation images on a grid (tiles keep their pixel size, so objects stay
-    at the scale the model was trained on), empty cells filled with
-    object-free synthetic background. The composed ground truth gives
-    bbox/segm mAP (detection, pycocotools) or mIoU (segmentation) at that size.
+  * (default) a composed image per ``--sizes`` entry, built from the config's
+    validation images, which keep their pixel size (objects stay at the scale
+    the model was trained on). Detection: the objects of validation images
+    (their visible-mask pixels) pasted into grid cells of one continuous
+    object-free synthetic background; segmentation: whole validation images
+    tiled on the grid. The composed ground truth gives bbox/segm mAP
+    (detection, pycocotools) or mIoU (segmentation) at that size.
 
 Each size runs in its own subprocess, so every peak-memory figure belongs to
 one size only.
@@ -78,12 +80,17 @@ def background(size_hw, rng):
 
 
 def compose_coco(ann_file, img_dir, size_hw, fraction=0.25, seed=0):
-    """Tile COCO images (with their annotations) into one ``size_hw`` image.
+    """Paste the objects of COCO images, at their own pixel size, onto one ``size_hw`` scene.
 
     Returns ``(rgb (H, W, 3) uint8, coco_gt dict in COCO format with one image)``.
-    Tiles are used in file order, cycling; all tiles must share one size.
+    The scene is one continuous object-free background of the datasets' own kind
+    (texture + noise); the grid cells chosen (a ``fraction`` of them) each get the
+    objects of the next image in file order, cycling: only the pixels of their
+    visible masks, so no tile edge turns a patch of background into a square
+    "object". All images must share one size (the cell size).
     """
     import cv2
+    from pycocotools import mask as mask_utils
     ann = json.loads(Path(ann_file).read_text())
     images = ann['images']
     by_image = {}
@@ -93,23 +100,19 @@ def compose_coco(ann_file, img_dir, size_hw, fraction=0.25, seed=0):
     rng = np.random.default_rng(seed)
     cells, chosen = grid_cells(size_hw, (th, tw), fraction, rng)
     H, W = size_hw
-    canvas = np.zeros((H, W, 3), np.uint8)
-    for (y, x) in cells:
-        canvas[y:y + th, x:x + tw] = background((th, tw), rng)
-    # leftover strips (size not a multiple of the tile) get background too
-    if H % th:
-        canvas[H - H % th:] = background((H % th, W), rng)
-    if W % tw:
-        canvas[:, W - W % tw:] = background((H, W % tw), rng)
+    canvas = background((H, W), rng)
     annotations = []
     for n, (y, x) in enumerate(chosen):
         info = images[n % len(images)]
         if (info['height'], info['width']) != (th, tw):
-            raise ValueError('compose_coco needs tiles of one size; '
+            raise ValueError('compose_coco needs images of one size; '
                              f"{info['file_name']} is {info['height']}x{info['width']}")
-        tile = cv2.imread(str(Path(img_dir) / info['file_name']), cv2.IMREAD_COLOR)
-        canvas[y:y + th, x:x + tw] = tile[..., ::-1]
+        tile = cv2.imread(str(Path(img_dir) / info['file_name']), cv2.IMREAD_COLOR)[..., ::-1]
+        cell = canvas[y:y + th, x:x + tw]
         for a in by_image.get(info['id'], []):
+            rle = mask_utils.merge(mask_utils.frPyObjects(a['segmentation'], th, tw))
+            visible = mask_utils.decode(rle).astype(bool)
+            cell[visible] = tile[visible]
             bx, by, bw, bh = a['bbox']
             seg = [[v + (x if i % 2 == 0 else y) for i, v in enumerate(poly)]
                    for poly in a['segmentation']]
@@ -421,9 +424,9 @@ def parse_args(argv=None):
     parser.add_argument('--sizes', nargs='+', type=int, default=[2048],
                         help='side of each square composed image')
     parser.add_argument('--tile-fraction', type=float, default=None,
-                        help='share of grid cells holding a validation image (default: 0.25 '
-                        'for detection, 1.0 for segmentation); the rest is background')
-    parser.add_argument('--seed', type=int, default=0, help='which cells get tiles')
+                        help='share of grid cells filled from a validation image (default: '
+                        '0.25 for detection, 1.0 for segmentation); the rest is background')
+    parser.add_argument('--seed', type=int, default=0, help='which cells are filled, and the background')
     parser.add_argument('--score-thr', type=float, default=0.3,
                         help='detections kept (test_cfg score_thr), drawn and evaluated')
     parser.add_argument('--max-dets', type=int, default=1000,
