@@ -28,7 +28,7 @@ FLOPs here are FLOPs (2 per multiply-add), counted by
 ``tools/get_flops.py`` prints MACs (mmengine's convention) instead.
 
 Usage:
-    /tmp/run2core.sh python tools/benchmark.py --out-dir docs     # full run
+    python tools/benchmark.py --out-dir docs/performance  # full run; leave the machine idle
     python tools/benchmark.py --quick --out-dir /tmp/bench         # smoke run
     python tools/benchmark.py --models ufo_s12 swin_t --sizes 1024 --precisions fp32
 """
