@@ -66,6 +66,8 @@ MODELS = {
                             mem_exp=1),
 }
 REFERENCE = 'ufo_s12'
+# what UFO-ViT-S12/16 is compared with: every backbone but itself and its smaller sibling
+PEERS = ('swin_t', 'pvtv2_b2', 'mit_b2', 'vit_s', 'ufo_s12_softmax', 'ufo_s12_xca')
 BACKBONES = [k for k, v in MODELS.items() if v['kind'] == 'backbone']
 FULL_MODELS = [k for k, v in MODELS.items() if v['kind'] != 'backbone']
 DET_CONFIG = 'configs/ufo_vit/mask-rcnn/mask-rcnn_ufo-vit-s12-p16_fpn_ms-crop-3x_coco.py'
@@ -445,8 +447,7 @@ def summary(rows, gemm):
             if not u or u['status'] != 'ok':
                 continue
             peers = [r for r in rows if r['precision'] == prec and r['height'] == H and
-                     r['width'] == H and r['model'] != REFERENCE and
-                     MODELS[r['model']]['kind'] == 'backbone']
+                     r['width'] == H and r['model'] in PEERS]
             faster = [r['label'] for r in peers if r['status'] == 'ok' and
                       r['time_ms_median'] < u['time_ms_median']]
             not_run = [f'{r["label"]} ({r["status"]})' for r in peers if r['status'] != 'ok']
