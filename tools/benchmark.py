@@ -66,9 +66,9 @@ MODELS = {
                             mem_exp=1),
 }
 REFERENCE = 'ufo_s12'
-# what UFO-ViT-S12/16 is compared with: every backbone but itself and its smaller sibling
-PEERS = ('swin_t', 'pvtv2_b2', 'mit_b2', 'vit_s', 'ufo_s12_softmax', 'ufo_s12_xca')
 BACKBONES = [k for k, v in MODELS.items() if v['kind'] == 'backbone']
+# what UFO-ViT-S12/16 is compared with: every backbone but itself and its smaller sibling
+PEERS = [k for k in BACKBONES if k not in (REFERENCE, 'ufo_t12')]
 FULL_MODELS = [k for k, v in MODELS.items() if v['kind'] != 'backbone']
 DET_CONFIG = 'configs/ufo_vit/mask-rcnn/mask-rcnn_ufo-vit-s12-p16_fpn_ms-crop-3x_coco.py'
 SEG_CONFIG = 'configs/ufo_vit/upernet/upernet_ufo-vit-s12-p16_8xb2-160k_ade20k-512x512.py'

@@ -70,7 +70,7 @@ def grid_cells(size_hw, tile_hw, fraction, rng):
         raise ValueError(f'image {H}x{W} is smaller than one {th}x{tw} tile')
     k = max(1, int(round(fraction * len(cells))))
     chosen = sorted(rng.choice(len(cells), size=k, replace=False).tolist())
-    return cells, [cells[i] for i in chosen]
+    return [cells[i] for i in chosen]
 
 
 def background(size_hw, rng):
@@ -98,7 +98,7 @@ def compose_coco(ann_file, img_dir, size_hw, fraction=0.25, seed=0):
         by_image.setdefault(a['image_id'], []).append(a)
     th, tw = images[0]['height'], images[0]['width']
     rng = np.random.default_rng(seed)
-    cells, chosen = grid_cells(size_hw, (th, tw), fraction, rng)
+    chosen = grid_cells(size_hw, (th, tw), fraction, rng)
     H, W = size_hw
     canvas = background((H, W), rng)
     annotations = []
@@ -139,7 +139,7 @@ def compose_seg(img_dir, ann_dir, size_hw, img_suffix='.jpg', seg_map_suffix='.p
     first = cv2.imread(str(Path(img_dir) / (names[0] + img_suffix)))
     th, tw = first.shape[:2]
     rng = np.random.default_rng(seed)
-    cells, chosen = grid_cells(size_hw, (th, tw), fraction, rng)
+    chosen = grid_cells(size_hw, (th, tw), fraction, rng)
     H, W = size_hw
     canvas = background(size_hw, rng)
     labels = np.zeros((H, W), np.uint8)

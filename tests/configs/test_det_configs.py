@@ -17,6 +17,8 @@ import pytest
 import torch
 from mmengine.config import Config
 
+from ufo_mm.engine.distributed import sync_bn_to_bn
+
 REPO = Path(__file__).resolve().parents[2]
 CONFIG_DIRS = ('configs/ufo_vit/mask-rcnn', 'configs/ufo_vit/retinanet',
                'configs/ufo_vit/cascade-mask-rcnn', 'configs/ufo_vit/demo')
@@ -55,18 +57,6 @@ def coco_root(tmp_path_factory):
     root = tmp_path_factory.mktemp('coco')
     make_coco(root, num_train=2, num_val=2, img_size=IMG, max_objects=3)
     return root
-
-
-def sync_bn_to_bn(node):
-    """Replace every SyncBN norm_cfg by BN (CPU, no process group)."""
-    if isinstance(node, dict):
-        if node.get('type') == 'SyncBN':
-            node['type'] = 'BN'
-        for v in node.values():
-            sync_bn_to_bn(v)
-    elif isinstance(node, (list, tuple)):
-        for v in node:
-            sync_bn_to_bn(v)
 
 
 def point_to(dataset, root: Path, split: str):

@@ -13,6 +13,8 @@ import pytest
 import torch
 from mmengine.config import Config, ConfigDict
 
+from ufo_mm.engine.distributed import sync_bn_to_bn
+
 REPO = Path(__file__).resolve().parents[2]
 CONFIG_DIRS = ('configs/ufo_vit/upernet', 'configs/ufo_vit/sem_fpn', 'configs/ufo_vit/demo')
 IMG = 64
@@ -44,18 +46,6 @@ def test_expected_configs_are_shipped():
 def ade_root(tmp_path_factory):
     from ufo_mm.datasets import make_ade20k
     return make_ade20k(tmp_path_factory.mktemp('ade'), num_train=2, num_val=2, img_size=IMG)
-
-
-def sync_bn_to_bn(node):
-    """Replace every SyncBN norm_cfg by BN (CPU, no process group)."""
-    if isinstance(node, dict):
-        if node.get('type') == 'SyncBN':
-            node['type'] = 'BN'
-        for v in node.values():
-            sync_bn_to_bn(v)
-    elif isinstance(node, (list, tuple)):
-        for v in node:
-            sync_bn_to_bn(v)
 
 
 def shrink_pipeline(pipeline):

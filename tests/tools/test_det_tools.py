@@ -199,7 +199,7 @@ def test_composed_scene_pastes_objects_on_one_background(tmp_path):
     assert canvas.shape == (256, 192, 3) and canvas.dtype == np.uint8
     source = json.loads(ann_file.read_text())
     rng = np.random.default_rng(3)
-    _, chosen = tool.grid_cells((256, 192), (64, 64), 0.5, rng)
+    chosen = tool.grid_cells((256, 192), (64, 64), 0.5, rng)
     expected = tool.background((256, 192), rng)
     objects = np.zeros((256, 192), bool)
     for a in gt['annotations']:

@@ -77,7 +77,7 @@ def _cpu_model_wrapper_cfg(cfg) -> None:
 _SYNC_NORMS = ('SyncBN', 'MMSyncBN', 'SyncBatchNorm')
 
 
-def _sync_bn_to_bn(node) -> int:
+def sync_bn_to_bn(node) -> int:
     """Replace SyncBN types in a (nested) config by BN; returns how many."""
     count = 0
     if isinstance(node, dict):
@@ -85,10 +85,10 @@ def _sync_bn_to_bn(node) -> int:
             node['type'] = 'BN'
             count += 1
         for value in node.values():
-            count += _sync_bn_to_bn(value)
+            count += sync_bn_to_bn(value)
     elif isinstance(node, (list, tuple)):
         for value in node:
-            count += _sync_bn_to_bn(value)
+            count += sync_bn_to_bn(value)
     return count
 
 
@@ -113,7 +113,7 @@ def prepare_distributed(cfg) -> bool:
             f'--launcher {launcher} needs GPUs with mmengine; on CPU-only machines use '
             '--launcher pytorch under torchrun (one process per node: '
             'torchrun --nnodes N --node_rank R --master_addr HOST ...).')
-    reverted = _sync_bn_to_bn(cfg.get('model', {}))
+    reverted = sync_bn_to_bn(cfg.get('model', {}))
     if cfg.pop('sync_bn', None) is not None:
         reverted += 1
     if reverted:
