@@ -2,26 +2,29 @@
 
 In inference on CPU (no autograd, no tracing) the backbone calls oneDNN's
 fused kernels, the ones torch.compile's CPU backend calls:
-``torch.ops.mkldnn._linear_pointwise``, ``_convolution_pointwise`` and
-``_convolution_transpose_pointwise``. They apply the bias and an activation
-(GELU) inside the GEMM / convolution, so an activation tensor is written once
-instead of three times; an eval-mode BatchNorm right after a convolution is
-folded into its weight and bias. Each result equals the plain
-``Conv -> BN -> GELU`` (or ``Linear -> GELU``) one up to float rounding. Under
-bf16 autocast the kernels run in bf16, as autocast's own linear/conv would.
+``torch.ops.mkldnn._linear_pointwise`` and ``_convolution_pointwise``. They
+apply the bias and an activation (GELU) inside the GEMM / convolution, so an
+activation tensor is written once instead of three times; an eval-mode
+BatchNorm right after a convolution is folded into its weight and bias. The
+pyramid's up-sampling (2x2 stride-2 transposed convolutions) runs as row-tiled
+GEMMs that write NCHW directly (:func:`upsample_nchw`). Each result equals the
+plain ``Conv -> BN -> GELU`` (or ``Linear -> GELU``) one up to float rounding.
+Under bf16 autocast the kernels run in bf16, as autocast's own linear/conv
+would.
 
 Everything else (training, autograd, tracing/ONNX export, scripting, other
 devices and dtypes, non-BatchNorm norms) takes the plain modules; a missing
 kernel (another torch build) only makes the fast path unavailable.
 """
 import math
-from typing import Optional, Tuple
+from typing import List, Optional, Tuple
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 from torch.nn.modules.batchnorm import _BatchNorm
 
-_OPS = ('_linear_pointwise', '_convolution_pointwise', '_convolution_transpose_pointwise')
+_OPS = ('_linear_pointwise', '_convolution_pointwise')
 
 
 def _available() -> bool:
@@ -98,13 +101,128 @@ def conv2d(x: torch.Tensor, conv: nn.Conv2d, weight: torch.Tensor,
         'none' if act == 'gelu' else '')
 
 
-def conv_transpose2d(x: torch.Tensor, conv: nn.ConvTranspose2d, weight: torch.Tensor,
-                     bias: Optional[torch.Tensor], act: str, dtype: torch.dtype) -> torch.Tensor:
-    """``act(conv_transpose(x))`` with ``conv``'s geometry and the given weight and bias."""
-    return torch.ops.mkldnn._convolution_transpose_pointwise(
-        x.to(dtype), weight.to(dtype), None if bias is None else bias.to(dtype),
-        list(conv.padding), list(conv.output_padding), list(conv.stride),
-        list(conv.dilation), conv.groups, act, [], 'none' if act == 'gelu' else '')
+def bn_conv2d(x: torch.Tensor, bn: _BatchNorm, conv: nn.Conv2d,
+              dtype: torch.dtype) -> torch.Tensor:
+    """``conv(bn(x))`` for an eval-mode BatchNorm before a stride-1 convolution
+    with 'same' zero padding, as ONE convolution with the BN folded in.
+
+    Folding a BN into the convolution AFTER it is exact except at the borders:
+    there the convolution pads ``bn(x)`` with zeros, the folded one pads ``x``
+    (i.e. ``bn(x)`` with the BN's shift). So the folded result is used inside
+    and the ``padding``-wide border strips are recomputed the plain way, from
+    thin slices of ``x``. Inputs too small to have an inside run plainly.
+    """
+    (kh, kw), (ph, pw) = conv.kernel_size, conv.padding
+    if conv.stride != (1, 1) or conv.dilation != (1, 1) or conv.padding_mode != 'zeros' or \
+            (ph, pw) != (kh // 2, kw // 2) or not (kh % 2 and kw % 2):
+        raise ValueError('bn_conv2d needs a stride-1 convolution with odd kernel and same padding')
+    H, W = x.shape[-2:]
+    scale = torch.rsqrt(bn.running_var.float() + bn.eps)
+    if bn.weight is not None:
+        scale = scale * bn.weight.float()
+    shift = -bn.running_mean.float() * scale
+    if bn.bias is not None:
+        shift = shift + bn.bias.float()
+
+    def plain(t):
+        t = (t.float() * scale.view(-1, 1, 1) + shift.view(-1, 1, 1)).to(dtype)
+        return F.conv2d(t, conv.weight.to(dtype), None if conv.bias is None else conv.bias.to(dtype),
+                        1, conv.padding, 1, conv.groups)
+
+    if H <= 2 * ph or W <= 2 * pw:
+        return plain(x)
+    # input channel of weight[o, i]: (o // (C_out / g)) * (C_in / g) + i
+    c_out, c_in_g = conv.weight.shape[:2]
+    idx = (torch.arange(c_out).view(-1, 1) // (c_out // conv.groups)) * c_in_g + \
+        torch.arange(c_in_g).view(1, -1)
+    weight = conv.weight.float()
+    folded_w = weight * scale[idx][..., None, None]
+    folded_b = (weight * shift[idx][..., None, None]).sum((1, 2, 3))
+    if conv.bias is not None:
+        folded_b = folded_b + conv.bias.float()
+    out = F.conv2d(x.to(dtype), folded_w.to(dtype), folded_b.to(dtype), 1, conv.padding, 1,
+                   conv.groups)
+    out[..., :ph, :] = plain(x[..., :2 * ph, :])[..., :ph, :]
+    out[..., H - ph:, :] = plain(x[..., H - 2 * ph:, :])[..., ph:, :]
+    out[..., :, :pw] = plain(x[..., :, :2 * pw])[..., :, :pw]
+    out[..., :, W - pw:] = plain(x[..., :, W - 2 * pw:])[..., :, pw:]
+    return out
+
+
+def upsampling_layers(seq: nn.Module) -> Optional[List[Tuple[torch.Tensor, torch.Tensor, str]]]:
+    """``seq`` as a chain of stride-2 2x2 transposed convolutions, each with an
+    optional eval-mode BatchNorm (folded) and GELU after it, or None when it
+    is anything else. Each layer is ``(matrix, bias, act)``: the (4 * C_out,
+    C_in) matrix whose row ``(a * 2 + b) * C_out + c`` gives output channel
+    ``c`` at sub-pixel ``(a, b)``, its bias column (4 * C_out, 1), and 'gelu'
+    or 'none'."""
+    mods = list(seq) if isinstance(seq, nn.Sequential) else [seq]
+    layers, i = [], 0
+    while i < len(mods):
+        conv = mods[i]
+        if not (type(conv) is nn.ConvTranspose2d and conv.kernel_size == (2, 2) and
+                conv.stride == (2, 2) and conv.padding == (0, 0) and
+                conv.output_padding == (0, 0) and conv.dilation == (1, 1) and conv.groups == 1):
+            return None
+        weight = conv.weight
+        bias = conv.bias if conv.bias is not None else weight.new_zeros(weight.shape[1])
+        i += 1
+        if i < len(mods) and isinstance(mods[i], _BatchNorm):
+            if not foldable_bn(mods[i]):
+                return None
+            weight, bias = fold_bn(weight, bias, mods[i], out_dim=1)
+            i += 1
+        act = 'none'
+        if i < len(mods) and type(mods[i]) is nn.GELU and mods[i].approximate == 'none':
+            act, i = 'gelu', i + 1
+        c_in, c_out = weight.shape[:2]
+        layers.append((weight.permute(2, 3, 1, 0).reshape(4 * c_out, c_in),
+                       bias.repeat(4).view(-1, 1), act))
+    return layers
+
+
+#: output elements per row tile of :func:`upsample_nchw` (16 MB in fp32)
+UPSAMPLE_TILE_ELEMS = 1 << 22
+
+
+def upsample_nchw(x: torch.Tensor, layers: List[Tuple[torch.Tensor, torch.Tensor, str]],
+                  dtype: torch.dtype, tile_elems: int = UPSAMPLE_TILE_ELEMS) -> torch.Tensor:
+    """Apply :func:`upsampling_layers`' chain to (B, C, H, W) ``x``; the result
+    is a contiguous NCHW (B, C_out, H * 2^L, W * 2^L) tensor of ``dtype``.
+
+    A 2x2 stride-2 transposed convolution is one GEMM per input pixel, so it
+    runs as ``matrix @ X`` on a band of input rows (X: (C_in, rows * W), a
+    view of the NCHW input) and the sub-pixels are interleaved into place.
+    The band goes through the whole chain while it is in cache, and the
+    output is written once, in NCHW. oneDNN's convolution instead writes a
+    channels_last result that then needs a full transposing copy: at 2048^2
+    that copy of a 400 MB stride-4 map took as long as the convolution.
+    """
+    B, C, H, W = x.shape
+    x = x.to(dtype, memory_format=torch.contiguous_format)
+    mats = [(m.to(dtype), b.to(dtype), act) for m, b, act in layers]
+    f = 2 ** len(mats)
+    c_out = mats[-1][0].shape[0] // 4
+    out = x.new_empty(B, c_out, H * f, W * f)
+    rows = max(1, tile_elems // (c_out * f * f * W))
+    for n in range(B):
+        for i0 in range(0, H, rows):
+            r0 = min(rows, H - i0)
+            r, w = r0, W
+            t = x[n, :, i0:i0 + r0]  # (C, r0, W)
+            for k, (matrix, bias, act) in enumerate(mats):
+                co = matrix.shape[0] // 4
+                y = torch.addmm(bias, matrix, t.reshape(t.shape[0], r * w))  # (4 co, r w)
+                if act == 'gelu':
+                    torch.ops.aten.gelu_(y)
+                # rows (a, b, c), columns (i, j) -> (c, i, a, j, b) = (c, 2 i + a, 2 j + b)
+                y = y.view(2, 2, co, r, w).permute(2, 3, 0, 4, 1)
+                if k + 1 < len(mats):
+                    t = y.reshape(co, 2 * r, 2 * w)
+                else:
+                    out[n, :, i0 * f:(i0 + r0) * f].view(co, r, 2, w, 2).copy_(y)
+                r, w = 2 * r, 2 * w
+    return out
 
 
 def _register_flop_formulas():
@@ -124,13 +242,8 @@ def _register_flop_formulas():
         # weight (C_out, C_in / groups, kh, kw): each output element costs C_in/g*kh*kw
         return 2 * math.prod(out_shape) * math.prod(w_shape[1:])
 
-    def conv_transpose_flops(x_shape, w_shape, *args, out_shape=None, **kwargs) -> int:
-        # weight (C_in, C_out / groups, kh, kw): each input element feeds C_out/g*kh*kw
-        return 2 * math.prod(x_shape) * math.prod(w_shape[1:])
-
     register(mk._linear_pointwise, linear_flops)
     register(mk._convolution_pointwise, conv_flops)
-    register(mk._convolution_transpose_pointwise, conv_transpose_flops)
 
 
 if ONEDNN_AVAILABLE:

@@ -195,9 +195,12 @@ class LPI(nn.Module):
         dtype = cpu_fusion.inference_dtype(x, self)
         if dtype is None:
             x = self.act(self.conv1(x))
-        else:  # GELU inside the convolution (the BN after it cannot fold exactly)
+        else:  # GELU inside the first convolution, BN folded into the second
             x = cpu_fusion.conv2d(x, self.conv1, self.conv1.weight, self.conv1.bias, 'gelu',
                                   dtype)
+            if cpu_fusion.foldable_bn(self.bn):
+                return cpu_fusion.bn_conv2d(x, self.bn, self.conv2, dtype) \
+                    .permute(0, 2, 3, 1).reshape(B, N, C)
         x = self.conv2(self.bn(x))
         return x.permute(0, 2, 3, 1).reshape(B, N, C)
 
@@ -433,16 +436,19 @@ class UFOViT(BaseModule):
             self.fpn3 = nn.MaxPool2d(kernel_size=2, stride=2, ceil_mode=True)
             self.fpn4 = nn.MaxPool2d(kernel_size=4, stride=4, ceil_mode=True)
 
-    def _upsample4(self, x: torch.Tensor) -> torch.Tensor:
-        """fpn1 of patch 16: ConvT -> BN -> GELU -> ConvT. In CPU inference the
-        BN is folded into the first ConvT and the GELU runs inside it."""
-        up1, bn, act, up2 = self.fpn1
-        dtype = cpu_fusion.inference_dtype(x, self.fpn1)
-        if dtype is None or not cpu_fusion.foldable_bn(bn) or not isinstance(act, nn.GELU):
-            return self.fpn1(x)
-        weight, bias = cpu_fusion.fold_bn(up1.weight, up1.bias, bn, out_dim=1)
-        x = cpu_fusion.conv_transpose2d(x, up1, weight, bias, 'gelu', dtype)
-        return cpu_fusion.conv_transpose2d(x, up2, up2.weight, up2.bias, 'none', dtype)
+    def _adapt(self, adapter: nn.Module, x: torch.Tensor, size: Tuple[int, int]) -> torch.Tensor:
+        """One pyramid level: ``adapter(x)`` cropped to ``size``, contiguous NCHW.
+
+        In CPU inference the up-sampling adapters (ConvT [-> BN -> GELU -> ConvT])
+        run as row-tiled GEMMs that write NCHW directly, with the BN folded
+        (:func:`.cpu_fusion.upsample_nchw`).
+        """
+        dtype = cpu_fusion.inference_dtype(x, adapter)
+        layers = cpu_fusion.upsampling_layers(adapter) if dtype is not None else None
+        out = cpu_fusion.upsample_nchw(x, layers, dtype) if layers else adapter(x)
+        # Contiguous NCHW: mmcv's CPU RoIAlign ignores strides, and on channels_last
+        # maps it silently pools the wrong pixels (Mask R-CNN then cannot learn).
+        return out[..., :size[0], :size[1]].contiguous()
 
     def _frozen_modules(self):
         if self.frozen_stages >= 0:
@@ -521,9 +527,6 @@ class UFOViT(BaseModule):
                 # (B, C, Hp, Wp) channels_last view of the tokens, no copy
                 feats.append(x.reshape(B, Hp, Wp, C).permute(0, 3, 1, 2))
 
-        adapters = (self._upsample4, self.fpn2, self.fpn3, self.fpn4) \
-            if self.patch_size == 16 else (self.fpn1, self.fpn2, self.fpn3, self.fpn4)
-        # Contiguous NCHW: mmcv's CPU RoIAlign ignores strides, and on channels_last
-        # maps it silently pools the wrong pixels (Mask R-CNN then cannot learn).
-        return tuple(adapter(f)[..., :h, :w].contiguous()
-                     for adapter, f, (h, w) in zip(adapters, feats, out_sizes))
+        adapters = (self.fpn1, self.fpn2, self.fpn3, self.fpn4)
+        return tuple(self._adapt(adapter, f, size)
+                     for adapter, f, size in zip(adapters, feats, out_sizes))
