@@ -157,47 +157,60 @@ class UFOAttention(QKVAttentionBase):
         out.copy_(qn)
         return out
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def queries_and_kv(self, x: torch.Tensor, tile: int, norm: Optional[nn.Module] = None):
+        """The pass over the tokens: XNorm'd queries (B, N, C) and k^T v
+        (B, h, d, d, float32 at least; not yet normalised), ``tile`` tokens at
+        a time. ``norm`` (the block's pre-norm) is applied to each tile first.
+
+        Long inputs in inference: the (T, 3C) projection of one tile at a time
+        stays in cache and below malloc's mmap threshold (a full (N, 3C) one is
+        page-faulted in anew at every call); k^T v is a sum over tokens, so it
+        adds up tile by tile.
+        """
         B, N, C = x.shape
-        h = self.num_heads
-        tile = self._tile(x)
-        if tile >= N:
-            q, k, v = self._qkv(x)
-            q = self._normalised_queries(q)
-        else:
-            # Long inputs in inference: the (T, 3C) projection of one tile at a
-            # time stays in cache and below malloc's mmap threshold (a full
-            # (N, 3C) one is page-faulted in anew at every call); k^T v is a sum
-            # over tokens, so it adds up tile by tile.
-            kv = q = None
-            for start in range(0, N, tile):
-                qt, kt, vt = self._qkv(x[:, start:start + tile])
-                with torch.autocast(device_type=x.device.type, enabled=False):
-                    part = self._keys_times_values(kt, vt)
-                kv = part if kv is None else kv.add_(part)
+        kv = q = None
+        for start in range(0, N, tile):
+            t = x[:, start:start + tile]
+            qt, kt, vt = self._qkv(t if norm is None else norm(t))
+            # k^T v sums N products per entry: in fp16/bf16 it overflows or loses
+            # all precision at large N, so it runs in float32 with autocast off.
+            # The cost is O(N d^2), small next to the projections.
+            with torch.autocast(device_type=x.device.type, enabled=False):
+                part = self._keys_times_values(kt, vt)
+            kv = part if kv is None else kv.add_(part)
+            if tile >= N:
+                q = self._normalised_queries(qt)
+            else:
                 if q is None:
                     q = x.new_empty(B, N, C, dtype=qt.dtype)
                 self._normalised_queries(qt, out=q[:, start:start + tile])
+        return q, kv
 
+    def output_weight(self, kv: torch.Tensor, dtype: torch.dtype):
+        """XNorm'd key-values folded into the output projection: the (B, C, C)
+        matrix and the (C,) bias that turn queries into the attention output,
+        in ``dtype``."""
+        B, h, d, _ = kv.shape
+        C = h * d
         gamma_kv = self.gamma if self.seed_compat else self.gamma_kv
-        # k^T v sums N products per entry: in fp16/bf16 it overflows or loses
-        # all precision at large N, so it runs in float32 with autocast off.
-        # The cost is O(N d^2), small next to the projections.
-        with torch.autocast(device_type=x.device.type, enabled=False):
-            if tile >= N:
-                kv = self._keys_times_values(k, v)  # (B, h, d, d)
+        with torch.autocast(device_type=kv.device.type, enabled=False):
             kv = self.attn_drop(xnorm(kv, gamma_kv, dim=self.kv_norm_dim, eps=self.eps))
             # blockdiag(kv) @ W^T: head i's d x d block times rows i*d..(i+1)*d
             # of W^T -> (B, C, C); O(C^2 d), independent of N.
-            weight = self.proj.weight.to(kv.dtype).t().reshape(h, C // h, C)
+            weight = self.proj.weight.to(kv.dtype).t().reshape(h, d, C)
             fused = (kv @ weight).reshape(B, C, C)
+        return fused.to(dtype), self.proj.bias.to(dtype)
 
-        fused = fused.to(q.dtype)
-        bias = self.proj.bias.to(q.dtype)
+    @staticmethod
+    def project(q: torch.Tensor, fused: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+        """(B, T, C) queries -> (B, T, C) attention output: ``q @ fused + bias``."""
         # addmm is faster than baddbmm for one matrix; a trace keeps the batched
         # op so that an exported graph accepts any batch size.
-        if B == 1 and not torch.jit.is_tracing():
-            out = torch.addmm(bias, q[0], fused[0]).unsqueeze(0)
-        else:
-            out = torch.baddbmm(bias, q, fused)
-        return self.proj_drop(out)
+        if q.shape[0] == 1 and not torch.jit.is_tracing():
+            return torch.addmm(bias, q[0], fused[0]).unsqueeze(0)
+        return torch.baddbmm(bias, q, fused)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        q, kv = self.queries_and_kv(x, self._tile(x))
+        fused, bias = self.output_weight(kv, q.dtype)
+        return self.proj_drop(self.project(q, fused, bias))
