@@ -158,6 +158,22 @@ def test_bf16_autocast_large_n_finite_and_close():
     assert rel < 2e-2
 
 
+def test_bf16_keys_times_values_accumulate_in_float32():
+    """k^T v of bf16 tiles is a sum over many tokens: it must not accumulate in
+    bf16 (8-bit mantissa: a running sum of ones would stop at 256)."""
+    T = 65536
+    ones = torch.ones(1, T, 2, 8, dtype=torch.bfloat16)
+    kv = UFOAttention._keys_times_values(ones, ones)
+    assert kv.dtype == torch.float32
+    assert torch.equal(kv, torch.full((1, 2, 8, 8), float(T)))
+    torch.manual_seed(0)
+    k, v = torch.randn(2, T, 2, 8), torch.randn(2, T, 2, 8) + 0.5
+    ref = k.double().permute(0, 2, 3, 1) @ v.double().transpose(1, 2)
+    kv = UFOAttention._keys_times_values(k.bfloat16(), v.bfloat16())
+    # bf16 inputs: each product is off by ~2^-8, those errors average out
+    assert ((kv.double() - ref).norm() / ref.norm()) < 1e-2
+
+
 def test_fp16_model_finite_at_large_n():
     torch.manual_seed(0)
     attn = UFOAttention(64, num_heads=4).eval()
