@@ -574,7 +574,7 @@ def parse_args(argv=None):
     p.add_argument('--full-precisions', nargs='+', default=['fp32'], choices=['fp32', 'bf16'])
     p.add_argument('--threads', type=int, default=2, help='torch.set_num_threads')
     p.add_argument('--warmup', type=int, default=1)
-    p.add_argument('--repeats', type=int, default=3, help='timed runs (median reported)')
+    p.add_argument('--repeats', type=int, default=5, help='timed runs (median reported)')
     p.add_argument('--max-timed-s', type=float, default=25.,
                    help='fewer timed runs (>= 1) when they would take longer than this')
     p.add_argument('--max-forward-s', type=float, default=60.,
