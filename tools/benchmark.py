@@ -264,23 +264,37 @@ def run_case(spec: dict) -> dict:
 
 
 def run_gemm(spec: dict) -> dict:
-    """A plain (n x n) @ (n x n) matmul: the machine's achievable GEMM FLOP rate."""
+    """The reference GEMM rate: an n^3 matmul by torch.mm and by oneDNN's GEMM
+    (the one the fused layers use), the faster of the two (a higher reference
+    makes the FLOP-rate target harder, not easier)."""
     import torch
     n = spec.get('gemm_n', 4096)
     dtype = torch.bfloat16 if spec['precision'] == 'bf16' else torch.float32
     a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
-    for _ in range(max(1, spec['warmup'])):
-        a @ b
-    times = []
-    for _ in range(max(3, spec['repeats'])):
-        t0 = time.perf_counter()
-        a @ b
-        times.append(time.perf_counter() - t0)
-    times.sort()
+    candidates = {'torch.mm': lambda: a @ b}
+    if hasattr(torch.ops.mkldnn, '_linear_pointwise') and torch.backends.mkldnn.is_available():
+        bt = b.t().contiguous()  # linear(a, W) = a @ W^T
+        candidates['onednn'] = lambda: torch.ops.mkldnn._linear_pointwise(
+            a, bt, None, 'none', [], '')
+    rates, best = {}, None
+    for name, fn in candidates.items():
+        for _ in range(max(1, spec['warmup'])):
+            fn()
+        times = []
+        for _ in range(max(3, spec['repeats'])):
+            t0 = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t0)
+        times.sort()
+        rates[name] = 2 * n ** 3 / times[len(times) // 2] / 1e9
+        if best is None or rates[name] > rates[best[0]]:
+            best = (name, times)
+    name, times = best
     t = times[len(times) // 2]
     return dict(status='ok', time_ms_median=1e3 * t, time_ms_min=1e3 * times[0],
                 repeats=len(times), gflops=2 * n ** 3 / 1e9, gflop_per_s=2 * n ** 3 / t / 1e9,
-                threads=torch.get_num_threads())
+                threads=torch.get_num_threads(),
+                note=', '.join(f'{k} {v:.1f} GFLOP/s' for k, v in rates.items()))
 
 
 def _child(spec, conn):
@@ -438,9 +452,12 @@ def summary(rows, gemm):
         g = gemm['fp32']['gflop_per_s']
         lines.append(f'UFO-ViT-S12/16 fp32 1024x1024: {a["gflops"]:.1f} GFLOP in '
                      f'{a["time_ms_median"]:.0f} ms = {rate:.1f} GFLOP/s; plain fp32 GEMM '
-                     f'4096^3: {g:.1f} GFLOP/s -> {100 * rate / g:.0f}% (target >= 60%)')
+                     f'4096^3: {g:.1f} GFLOP/s -> {100 * rate / g:.0f}% (target >= 60%; '
+                     f'GEMM: the faster of torch.mm and oneDNN, start or end of the run: '
+                     f'{gemm["fp32"]["note"]})')
     if gemm.get('bf16'):
-        lines.append(f'plain bf16 GEMM 4096^3: {gemm["bf16"]["gflop_per_s"]:.1f} GFLOP/s')
+        lines.append(f'plain bf16 GEMM 4096^3: {gemm["bf16"]["gflop_per_s"]:.1f} GFLOP/s '
+                     f'({gemm["bf16"]["note"]})')
     for prec in ('fp32', 'bf16'):
         for H in (1024, 2048):
             u = get.get((REFERENCE, prec, H, H))
@@ -625,12 +642,20 @@ def main(argv=None):
     common = dict(threads=args.threads, warmup=args.warmup, repeats=args.repeats,
                   max_timed_s=args.max_timed_s)
     gemm = {}
-    for prec in sorted(set(args.precisions) | {'fp32'}):
-        res = run_isolated(ctx, dict(common, model='gemm', precision=prec), mem_kill,
-                           args.case_timeout_s)
-        if res['status'] == 'ok':
-            gemm[prec] = res
-            print(f'plain {prec} GEMM 4096^3: {res["gflop_per_s"]:.1f} GFLOP/s', flush=True)
+
+    def measure_gemm(when):
+        """The reference GEMM, at the start and at the end of the run: the
+        faster measurement is kept (a shared machine has slow phases)."""
+        for prec in sorted(set(args.precisions) | {'fp32'}):
+            res = run_isolated(ctx, dict(common, model='gemm', precision=prec), mem_kill,
+                               args.case_timeout_s)
+            if res['status'] == 'ok':
+                print(f'plain {prec} GEMM 4096^3 ({when}): {res["gflop_per_s"]:.1f} GFLOP/s '
+                      f'({res["note"]})', flush=True)
+                if prec not in gemm or res['gflop_per_s'] > gemm[prec]['gflop_per_s']:
+                    gemm[prec] = res
+
+    measure_gemm('start of the run')
     rows, last = [], {}
     for case in plan_cases(args):
         info = MODELS[case['model']]
@@ -657,6 +682,7 @@ def main(argv=None):
                  f'peak {row["peak_rss_mb"]:.0f} MB' if row['status'] == 'ok'
                  else row['status'] + (f' ({row["note"]})' if row.get('note') else '')),
               flush=True)
+    measure_gemm('end of the run')
     add_ratios(rows)
     print_table(rows, args.threads)
     lines = summary(rows, gemm)

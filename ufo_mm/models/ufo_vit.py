@@ -505,18 +505,17 @@ class UFOViT(BaseModule):
         if self.check_finite and not torch.isfinite(x).all():
             raise ValueError('UFOViT input contains NaN or Inf values')
 
-    def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
-        """(B, in_channels, H, W) -> 4 maps (B, C, ceil(H/s), ceil(W/s)), s = 4, 8, 16, 32."""
-        self._check_input(x)
-        # ceil(H / s) as (H + s - 1) // s: ONNX tracing turns // into a division
-        # that truncates toward zero, so the -(-H // s) idiom would give floor.
-        out_sizes = [((x.shape[-2] + s - 1) // s, (x.shape[-1] + s - 1) // s)
-                     for s in (4, 8, 16, 32)]
+    def embed(self, x: torch.Tensor):
+        """Images (B, in_channels, H, W) -> tokens (B, N, C) with the position
+        encoding added, and the token grid's shape (B, C, Hp, Wp)."""
         x = self.patch_embed(x)
         B, C, Hp, Wp = x.shape
         x = x + self.pos_embed(x).to(x.dtype)
-        x = self.pos_drop(x.flatten(2).transpose(1, 2))  # (B, N, C)
+        return self.pos_drop(x.flatten(2).transpose(1, 2)), (B, C, Hp, Wp)
 
+    def forward_blocks(self, x: torch.Tensor, B: int, C: int, Hp: int, Wp: int) -> list:
+        """Tokens (B, N, C) through the blocks -> the outputs of the
+        ``out_indices`` blocks as (B, C, Hp, Wp) channels_last views."""
         feats = []
         for i, blk in enumerate(self.blocks):
             if self.with_cp and self.training and x.requires_grad:
@@ -526,7 +525,21 @@ class UFOViT(BaseModule):
             if i in self.out_indices:
                 # (B, C, Hp, Wp) channels_last view of the tokens, no copy
                 feats.append(x.reshape(B, Hp, Wp, C).permute(0, 3, 1, 2))
+        return feats
 
+    def forward_pyramid(self, feats: Sequence[torch.Tensor], image_size) -> Tuple[torch.Tensor, ...]:
+        """The four block outputs -> maps at strides 4, 8, 16, 32 of an image
+        of ``image_size`` (H, W): (B, C, ceil(H/s), ceil(W/s)), contiguous NCHW."""
+        H, W = image_size
+        # ceil(H / s) as (H + s - 1) // s: ONNX tracing turns // into a division
+        # that truncates toward zero, so the -(-H // s) idiom would give floor.
+        sizes = [((H + s - 1) // s, (W + s - 1) // s) for s in (4, 8, 16, 32)]
         adapters = (self.fpn1, self.fpn2, self.fpn3, self.fpn4)
         return tuple(self._adapt(adapter, f, size)
-                     for adapter, f, size in zip(adapters, feats, out_sizes))
+                     for adapter, f, size in zip(adapters, feats, sizes))
+
+    def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
+        """(B, in_channels, H, W) -> 4 maps (B, C, ceil(H/s), ceil(W/s)), s = 4, 8, 16, 32."""
+        self._check_input(x)
+        tokens, shape = self.embed(x)
+        return self.forward_pyramid(self.forward_blocks(tokens, *shape), x.shape[-2:])

@@ -1,0 +1,52 @@
+"""tools/profile_backbone.py: per-stage times of a UFO-ViT forward at several sizes."""
+import importlib.util
+from pathlib import Path
+
+import torch
+
+from ufo_mm.models import UFOViT
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def load_tool():
+    spec = importlib.util.spec_from_file_location('profile_backbone',
+                                                  REPO / 'tools' / 'profile_backbone.py')
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+profile_backbone = load_tool()
+
+
+def test_stages_compose_the_forward():
+    """embed -> forward_blocks -> forward_pyramid, the stages the tool times, is
+    the backbone's forward (odd size: the pyramid crops to ceil(H / s))."""
+    torch.manual_seed(0)
+    model = UFOViT(arch='tiny_12_p16').eval()
+    x = torch.randn(1, 3, 70, 90)
+    with torch.no_grad():
+        tokens, shape = model.embed(x)
+        outs = model.forward_pyramid(model.forward_blocks(tokens, *shape), x.shape[-2:])
+        ref = model(x)
+    assert [o.shape[-2:] for o in outs] == [(18, 23), (9, 12), (5, 6), (3, 3)]
+    for o, r in zip(outs, ref):
+        torch.testing.assert_close(o, r)
+
+
+def test_report_per_stage_and_growth(capsys):
+    medians = profile_backbone.main(['tiny_12_p16', '--sizes', '128', '64', '--rounds', '1',
+                                     '--threads', '1', '--ops', '--top', '5'])
+    out = capsys.readouterr().out
+    assert sorted(medians) == [64, 128]
+    for times in medians.values():
+        assert len(times) == len(profile_backbone.STAGES) and min(times) > 0
+        # the total is timed around the three stages
+        assert sum(times[:3]) <= times[3] * 1.001
+    lines = {line.split('  ')[0]: line for line in out.splitlines()}
+    for stage in profile_backbone.STAGES:
+        assert stage in lines, out
+        assert len(lines[stage].split()[-3:]) == 3  # 64 ms, 128 ms, growth
+    assert 'operator self time' in out
+    assert 'x128/64' in out
