@@ -65,16 +65,22 @@ def foldable_bn(norm: nn.Module) -> bool:
         norm.running_mean is not None and norm.running_var is not None
 
 
-def fold_bn(weight: torch.Tensor, bias: Optional[torch.Tensor], bn: _BatchNorm,
-            out_dim: int = 0) -> Tuple[torch.Tensor, torch.Tensor]:
-    """Weight and bias of ``bn(conv(x))`` as one convolution; ``out_dim`` is the
-    weight's output-channel axis (0 for Conv2d, 1 for ConvTranspose2d)."""
+def bn_affine(bn: _BatchNorm) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel float32 (scale, shift) with ``bn(x) = x * scale + shift`` in eval mode."""
     scale = torch.rsqrt(bn.running_var.float() + bn.eps)
     if bn.weight is not None:
         scale = scale * bn.weight.float()
     shift = -bn.running_mean.float() * scale
     if bn.bias is not None:
         shift = shift + bn.bias.float()
+    return scale, shift
+
+
+def fold_bn(weight: torch.Tensor, bias: Optional[torch.Tensor], bn: _BatchNorm,
+            out_dim: int = 0) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Weight and bias of ``bn(conv(x))`` as one convolution; ``out_dim`` is the
+    weight's output-channel axis (0 for Conv2d, 1 for ConvTranspose2d)."""
+    scale, shift = bn_affine(bn)
     if bias is not None:
         shift = shift + bias.float() * scale
     shape = [1] * weight.dim()
@@ -117,12 +123,7 @@ def bn_conv2d(x: torch.Tensor, bn: _BatchNorm, conv: nn.Conv2d,
             (ph, pw) != (kh // 2, kw // 2) or not (kh % 2 and kw % 2):
         raise ValueError('bn_conv2d needs a stride-1 convolution with odd kernel and same padding')
     H, W = x.shape[-2:]
-    scale = torch.rsqrt(bn.running_var.float() + bn.eps)
-    if bn.weight is not None:
-        scale = scale * bn.weight.float()
-    shift = -bn.running_mean.float() * scale
-    if bn.bias is not None:
-        shift = shift + bn.bias.float()
+    scale, shift = bn_affine(bn)
 
     def plain(t):
         t = (t.float() * scale.view(-1, 1, 1) + shift.view(-1, 1, 1)).to(dtype)
