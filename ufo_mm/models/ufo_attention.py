@@ -36,7 +36,8 @@ def accumulation_dtype(x: torch.Tensor) -> torch.dtype:
     return torch.promote_types(x.dtype, torch.float32)
 
 
-def xnorm(x: torch.Tensor, gamma: torch.Tensor, dim: int = -1, eps: float = 1e-6) -> torch.Tensor:
+def xnorm(x: torch.Tensor, gamma: torch.Tensor, dim: int = -1, eps: float = 1e-6,
+          out: Optional[torch.Tensor] = None) -> torch.Tensor:
     """Cross-normalisation: ``gamma * x / max(||x||_2, eps)`` along ``dim``.
 
     The norm is accumulated in float32 whatever the input dtype, because in
@@ -50,13 +51,20 @@ def xnorm(x: torch.Tensor, gamma: torch.Tensor, dim: int = -1, eps: float = 1e-6
         eps: lower bound of the norm; an all-zero vector maps to zeros rather
             than NaN. ``eps=0`` reproduces implementations without epsilon
             (an all-zero vector then gives NaN).
+        out: optional tensor of ``x``'s shape and dtype to write the result
+            into (no autograd). The per-vector scale is then rounded to
+            ``x``'s dtype first, so the product is one pass with no float32
+            temporary.
     """
     acc = accumulation_dtype(x)
     norm = torch.linalg.vector_norm(x, dim=dim, keepdim=True, dtype=acc)
     if eps > 0:
         norm = norm.clamp_min(eps)
+    scale = gamma.to(acc) / norm
+    if out is not None:
+        return torch.mul(x, scale.to(x.dtype), out=out)
     # x (any float dtype) times a float32 scale computes in float32 in one pass.
-    return (x * (gamma.to(acc) / norm)).to(x.dtype)
+    return (x * scale).to(x.dtype)
 
 
 class QKVAttentionBase(nn.Module):
@@ -173,18 +181,14 @@ class UFOAttention(QKVAttentionBase):
         gamma_q = (self.gamma if self.seed_compat else self.gamma_q).view(h, 1)
         if out is None:
             return xnorm(q, gamma_q, dim=-1, eps=self.eps).reshape(B, T, h * d)
-        # Inference on tiles: one pass that writes q's dtype straight into
-        # ``out`` (xnorm would write a float32 product, then cast and copy it).
-        norm = torch.linalg.vector_norm(q, dim=-1, keepdim=True, dtype=accumulation_dtype(q))
-        if self.eps > 0:
-            norm = norm.clamp_min(self.eps)
-        torch.mul(q, (gamma_q.to(norm.dtype) / norm).to(q.dtype), out=out.view(B, T, h, d))
+        # Inference on tiles: written straight into the tile of ``out``.
+        xnorm(q, gamma_q, dim=-1, eps=self.eps, out=out.view(B, T, h, d))
         return out
 
-    def queries_and_kv(self, x: torch.Tensor, tile: int, norm: Optional[nn.Module] = None):
+    def queries_and_kv(self, x: torch.Tensor, tile: int):
         """The pass over the tokens: XNorm'd queries (B, N, C) and k^T v
         (B, h, d, d, float32 at least; not yet normalised), ``tile`` tokens at
-        a time. ``norm`` (the block's pre-norm) is applied to each tile first.
+        a time.
 
         Long inputs in inference: the (T, 3C) projection of one tile at a time
         stays in cache and below malloc's mmap threshold (a full (N, 3C) one is
@@ -194,11 +198,11 @@ class UFOAttention(QKVAttentionBase):
         B, N, C = x.shape
         kv = q = None
         for start in range(0, N, tile):
-            t = x[:, start:start + tile]
-            qt, kt, vt = self._qkv(t if norm is None else norm(t))
-            # k^T v sums N products per entry: in fp16/bf16 it overflows or loses
-            # all precision at large N, so it runs in float32 with autocast off.
-            # The cost is O(N d^2), small next to the projections.
+            qt, kt, vt = self._qkv(x[:, start:start + tile])
+            # k^T v sums N products per entry: accumulated in fp16/bf16 it would
+            # overflow or lose all precision at large N, so it accumulates in
+            # float32, with autocast off (see _keys_times_values). The cost is
+            # O(N d^2), small next to the projections.
             with torch.autocast(device_type=x.device.type, enabled=False):
                 part = self._keys_times_values(kt, vt)
             kv = part if kv is None else kv.add_(part)

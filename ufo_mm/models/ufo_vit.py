@@ -194,14 +194,12 @@ class LPI(nn.Module):
         x = x.reshape(B, H, W, C).permute(0, 3, 1, 2)  # (B, C, H, W), channels_last
         dtype = cpu_fusion.inference_dtype(x, self)
         if dtype is None:
-            x = self.act(self.conv1(x))
+            x = self.conv2(self.bn(self.act(self.conv1(x))))
         else:  # GELU inside the first convolution, BN folded into the second
             x = cpu_fusion.conv2d(x, self.conv1, self.conv1.weight, self.conv1.bias, 'gelu',
                                   dtype)
-            if cpu_fusion.foldable_bn(self.bn):
-                return cpu_fusion.bn_conv2d(x, self.bn, self.conv2, dtype) \
-                    .permute(0, 2, 3, 1).reshape(B, N, C)
-        x = self.conv2(self.bn(x))
+            x = cpu_fusion.bn_conv2d(x, self.bn, self.conv2, dtype) \
+                if cpu_fusion.foldable_bn(self.bn) else self.conv2(self.bn(x))
         return x.permute(0, 2, 3, 1).reshape(B, N, C)
 
 
