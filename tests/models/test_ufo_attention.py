@@ -110,6 +110,26 @@ def test_zero_tokens_give_zero_not_nan():
     assert torch.equal(xnorm(torch.zeros(3, 4), torch.ones(1)), torch.zeros(3, 4))
 
 
+@pytest.mark.parametrize('dtype', [torch.float32, torch.bfloat16])
+def test_xnorm_into_out_on_strided_queries(dtype):
+    """The inference path normalises queries (a strided view of the fused qkv
+    output) straight into a tile of another tensor: same values as a float64
+    reference up to the dtype's rounding, zeros stay zeros, nothing else written."""
+    torch.manual_seed(0)
+    qkv = (5 * torch.randn(2, 37, 3, 4, 8)).to(dtype)
+    qkv[0, 3, 0, 1] = 0  # one all-zero query head
+    q = qkv[:, :, 0]  # (B, T, h, d), token stride 3 * h * d
+    gamma = torch.rand(4, 1) + 0.5
+    out = torch.full((2, 50, 4, 8), 7., dtype=dtype)
+    res = xnorm(q, gamma, out=out[:, 5:42])
+    assert res.data_ptr() == out[:, 5:42].data_ptr()
+    ref = gamma.double() * q.double() / q.double().norm(dim=-1, keepdim=True).clamp_min(1e-6)
+    tol = 1e-6 if dtype == torch.float32 else 2 ** -7  # two bf16 roundings
+    torch.testing.assert_close(out[:, 5:42].double(), ref, rtol=tol, atol=1e-6)
+    assert torch.equal(out[0, 8, 1], torch.zeros(8, dtype=dtype))
+    assert (out[:, :5] == 7).all() and (out[:, 42:] == 7).all()
+
+
 def test_no_n_by_n_tensor_and_linear_memory():
     torch.manual_seed(0)
     attn = UFOAttention(64, num_heads=4).eval()
