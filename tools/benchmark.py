@@ -1,11 +1,20 @@
 """CPU inference benchmark: UFO-ViT backbones against peer backbones, and full models.
 
-For every (model, input size, precision) case it measures, in a fresh process:
-  * forward time: median (and min) of ``--repeats`` timed runs after ``--warmup``
-    untimed ones, in eval mode under ``torch.no_grad()``, batch 1;
-  * memory: the process's resident-set high-water mark (``ru_maxrss``) and the
-    same minus the resident set measured right after the model and the input
-    were built (``fwd_mem_mb``: what the forward itself needed).
+For every (model, input size, precision) case it measures, in eval mode under
+``torch.no_grad()``, batch 1:
+  * memory, alone in a fresh process: the resident-set high-water mark
+    (``ru_maxrss``) after ``--warmup`` untimed runs and one timed run
+    (``time_ms_alone``), and the same minus the resident set measured right
+    after the model and the input were built (``fwd_mem_mb``: what the forward
+    itself needed);
+  * forward time of the backbones, interleaved: one fresh process per (input
+    size, precision) builds UFO-ViT and every peer that ran there, warms each
+    up, then runs ``--repeats`` rounds of one forward per model, in an order
+    rotated every round; ``time_ms_median`` (and min) per model over its
+    rounds. A slow phase of a shared machine then falls on UFO-ViT and its
+    peers alike instead of on whichever case happened to run in it (the
+    ratios are what matter). The full models, compared with nothing, are
+    timed alone: median of ``--repeats`` runs.
 
 Precisions: fp32, and bf16 autocast (``torch.autocast('cpu', dtype=torch.bfloat16)``);
 every model runs under the same settings. ``torch.set_num_threads(--threads)``
@@ -73,8 +82,8 @@ FULL_MODELS = [k for k, v in MODELS.items() if v['kind'] != 'backbone']
 DET_CONFIG = 'configs/ufo_vit/mask-rcnn/mask-rcnn_ufo-vit-s12-p16_fpn_ms-crop-3x_coco.py'
 SEG_CONFIG = 'configs/ufo_vit/upernet/upernet_ufo-vit-s12-p16_8xb2-160k_ade20k-512x512.py'
 CSV_COLUMNS = ['model', 'label', 'kind', 'precision', 'height', 'width', 'megapixels',
-               'threads', 'status', 'time_ms_median', 'time_ms_min', 'repeats',
-               'peak_rss_mb', 'base_rss_mb', 'fwd_mem_mb', 'gflops', 'other_cpu',
+               'threads', 'status', 'time_ms_median', 'time_ms_min', 'repeats', 'timing',
+               'time_ms_alone', 'peak_rss_mb', 'base_rss_mb', 'fwd_mem_mb', 'gflops', 'other_cpu',
                'time_ratio_vs_ufo_s12', 'mem_ratio_vs_ufo_s12', 'note']
 
 
@@ -221,6 +230,8 @@ def run_case(spec: dict) -> dict:
     torch.set_num_threads(spec['threads'])
     if spec['model'] == 'gemm':
         return run_gemm(spec)
+    if spec['model'] == 'group':
+        return run_group(spec)
     name, H, W = spec['model'], spec['height'], spec['width']
     if MODELS[name]['kind'] == 'backbone':
         model = build_backbone(name)
@@ -261,6 +272,51 @@ def run_case(spec: dict) -> dict:
                 time_ms_min=1e3 * times[0], repeats=len(times), peak_rss_mb=peak / 2**20,
                 base_rss_mb=base / 2**20, fwd_mem_mb=(peak - base) / 2**20, gflops=gflops,
                 other_cpu=max(0., other), threads=torch.get_num_threads())
+
+
+def run_group(spec: dict) -> dict:
+    """Time several models on the same input in one process, interleaved: after
+    a warm-up of each, ``repeats`` rounds run every model once, in an order
+    rotated by one each round. A model whose warm-up took longer than
+    ``max_timed_s / repeats`` takes part in fewer rounds (at least one).
+    Returns {model: measurements}."""
+    import torch
+    torch.set_num_threads(spec['threads'])
+    H, W = spec['height'], spec['width']
+    names = spec['models']
+    fwds = {n: make_forward(n, build_backbone(n), H, W) for n in names}
+    bf16 = spec['precision'] == 'bf16'
+    times = {n: [] for n in names}
+    with torch.no_grad(), torch.autocast('cpu', dtype=torch.bfloat16, enabled=bf16):
+        rounds = {}
+        for n in names:
+            first = None
+            for _ in range(max(1, spec['warmup'])):
+                t0 = time.perf_counter()
+                fwds[n]()
+                first = time.perf_counter() - t0 if first is None else first
+            rounds[n] = spec['repeats']
+            if spec.get('max_timed_s'):
+                rounds[n] = max(1, min(rounds[n], int(spec['max_timed_s'] / max(first, 1e-6))))
+        busy0, own0 = cpu_jiffies()
+        t_start = time.perf_counter()
+        for r in range(max(rounds.values())):
+            for n in names[r % len(names):] + names[:r % len(names)]:
+                if len(times[n]) < rounds[n]:
+                    t0 = time.perf_counter()
+                    fwds[n]()
+                    times[n].append(time.perf_counter() - t0)
+        busy1, own1 = cpu_jiffies()
+    other = ((busy1 - busy0) - (own1 - own0)) / os.sysconf('SC_CLK_TCK') / \
+        max(time.perf_counter() - t_start, 1e-6)
+    out = {}
+    for n, ts in times.items():
+        ts.sort()
+        out[n] = dict(time_ms_median=1e3 * ts[len(ts) // 2], time_ms_min=1e3 * ts[0],
+                      repeats=len(ts), timing=f'interleaved, {len(names)} model'
+                      + ('s' if len(names) > 1 else ''))
+    return dict(status='ok', models=out, other_cpu=max(0., other),
+                threads=torch.get_num_threads())
 
 
 def run_gemm(spec: dict) -> dict:
@@ -347,7 +403,7 @@ def run_isolated(ctx, spec: dict, mem_kill_bytes: float, timeout_s: float) -> di
     return result
 
 
-def measure(ctx, spec: dict, args, mem_kill: float) -> dict:
+def measure(ctx, spec: dict, args, mem_kill: float, timeout_s: float = None) -> dict:
     """Run a case; while other processes took more than ``--max-other-cpu`` cores
     during its timed runs, wait and run it again (``--retries`` times), keeping
     the least disturbed result."""
@@ -355,7 +411,7 @@ def measure(ctx, spec: dict, args, mem_kill: float) -> dict:
     for attempt in range(args.retries + 1):
         if attempt:
             time.sleep(args.retry_wait_s)
-        res = run_isolated(ctx, spec, mem_kill, args.case_timeout_s)
+        res = run_isolated(ctx, spec, mem_kill, timeout_s or args.case_timeout_s)
         if res['status'] != 'ok':
             return res
         if best is None or res['other_cpu'] < best['other_cpu']:
@@ -367,6 +423,30 @@ def measure(ctx, spec: dict, args, mem_kill: float) -> dict:
     if best['other_cpu'] > args.max_other_cpu:
         best['note'] = f'disturbed: other processes used {best["other_cpu"]:.2f} cores'
     return best
+
+
+def time_interleaved(ctx, rows, args, common, mem_kill):
+    """Replace the backbones' times by interleaved ones (:func:`run_group`):
+    one process per (precision, input) with every backbone that ran there."""
+    groups = {}
+    for r in rows:
+        if r['kind'] == 'backbone' and r['status'] == 'ok':
+            groups.setdefault((r['precision'], r['height'], r['width']), []).append(r)
+    for (prec, H, W), members in groups.items():
+        spec = dict(common, model='group', models=[r['model'] for r in members],
+                    precision=prec, height=H, width=W)
+        res = measure(ctx, spec, args, mem_kill, timeout_s=args.case_timeout_s * len(members))
+        if res['status'] != 'ok':
+            for r in members:
+                r['note'] = f'interleaved timing failed ({res["status"]}): time alone'
+            print(f'  interleaved {prec} {H}x{W}: {res["status"]}', flush=True)
+            continue
+        for r in members:
+            r.update(res['models'][r['model']], other_cpu=res['other_cpu'])
+            if res.get('note'):
+                r['note'] = res['note']
+        print(f'  interleaved {prec} {H}x{W}: ' + ', '.join(
+            f'{r["label"]} {r["time_ms_median"]:.0f} ms' for r in members), flush=True)
 
 
 def parse_shape(s: str):
@@ -422,7 +502,8 @@ def add_ratios(rows):
 
 
 def print_table(rows, threads):
-    print(f'\nCPU inference, batch 1, torch threads = {threads}; times are medians; '
+    print(f'\nCPU inference, batch 1, torch threads = {threads}; times are medians '
+          f'(backbones: of rounds interleaved with the peers at the same size); '
           f'x{MODELS[REFERENCE]["label"]} = peer / UFO-ViT-S12/16 at the same size and precision')
     head = (f'{"model":24s} {"prec":4s} {"input":>9s} {"time ms":>9s} {"xUFO":>6s} '
             f'{"fwd MB":>8s} {"xUFO":>6s} {"peak MB":>8s} {"GFLOPs":>7s} {"other":>5s}  status')
@@ -430,7 +511,8 @@ def print_table(rows, threads):
     print('-' * len(head))
     for r in rows:
         print(f'{r["label"]:24s} {r["precision"]:4s} {r["height"]:>4d}x{r["width"]:<4d} '
-              f'{fmt(r.get("time_ms_median")):>9s} {fmt(r.get("time_ratio_vs_ufo_s12"), ".2f"):>6s} '
+              f'{fmt(r.get("time_ms_median")):>9s} '
+              f'{fmt(r.get("time_ratio_vs_ufo_s12"), ".2f"):>6s} '
               f'{fmt(r.get("fwd_mem_mb")):>8s} {fmt(r.get("mem_ratio_vs_ufo_s12"), ".2f"):>6s} '
               f'{fmt(r.get("peak_rss_mb")):>8s} {fmt(r.get("gflops"), ".1f"):>7s} '
               f'{fmt(r.get("other_cpu"), ".2f"):>5s}  {r["status"]}')
@@ -515,7 +597,8 @@ def markdown_tables(rows) -> str:
 
     for prec in dict.fromkeys(r['precision'] for r in rows if r['kind'] == 'backbone'):
         for key, ratio_key, what in (('time_ms_median', 'time_ratio_vs_ufo_s12',
-                                      'forward time, ms (x = model / UFO-ViT-S12/16)'),
+                                      'forward time, ms, median of rounds interleaved '
+                                      'with the other models (x = model / UFO-ViT-S12/16)'),
                                      ('fwd_mem_mb', 'mem_ratio_vs_ufo_s12',
                                       'forward memory, MB: peak RSS - RSS after build '
                                       '(x = model / UFO-ViT-S12/16)'),
@@ -591,7 +674,9 @@ def parse_args(argv=None):
     p.add_argument('--full-precisions', nargs='+', default=['fp32'], choices=['fp32', 'bf16'])
     p.add_argument('--threads', type=int, default=2, help='torch.set_num_threads')
     p.add_argument('--warmup', type=int, default=1)
-    p.add_argument('--repeats', type=int, default=5, help='timed runs (median reported)')
+    p.add_argument('--repeats', type=int, default=5,
+                   help='timed runs (median reported); for the backbones: rounds '
+                        'interleaved with the peers')
     p.add_argument('--max-timed-s', type=float, default=25.,
                    help='fewer timed runs (>= 1) when they would take longer than this')
     p.add_argument('--max-forward-s', type=float, default=60.,
@@ -671,17 +756,23 @@ def main(argv=None):
             row['note'] = f'estimated {t_est:.0f} s per forward > {args.max_forward_s:g} s'
         else:
             spec = dict(common, **case)
-            spec['flops'] = (not args.no_flops and info['kind'] == 'backbone' and
+            backbone = info['kind'] == 'backbone'
+            spec['flops'] = (not args.no_flops and backbone and
                              case['height'] * case['width'] <= 1024 * 1024)
+            if backbone:  # timed again below, interleaved with its peers
+                spec['repeats'] = 1
             row.update(measure(ctx, spec, args, mem_kill))
             if row['status'] == 'ok':
                 last[key] = row
+                row['time_ms_alone'] = row['time_ms_median']
+                row['timing'] = 'alone'
         rows.append(row)
         print(f'  {row["label"]:24s} {row["precision"]} {row["height"]}x{row["width"]}: '
-              + (f'{row["time_ms_median"]:.0f} ms, fwd mem {row["fwd_mem_mb"]:.0f} MB, '
+              + (f'{row["time_ms_median"]:.0f} ms alone, fwd mem {row["fwd_mem_mb"]:.0f} MB, '
                  f'peak {row["peak_rss_mb"]:.0f} MB' if row['status'] == 'ok'
                  else row['status'] + (f' ({row["note"]})' if row.get('note') else '')),
               flush=True)
+    time_interleaved(ctx, rows, args, common, mem_kill)
     measure_gemm('end of the run')
     add_ratios(rows)
     print_table(rows, args.threads)

@@ -11,7 +11,8 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 COLUMNS = ['model', 'label', 'kind', 'precision', 'height', 'width', 'megapixels', 'threads',
-           'status', 'time_ms_median', 'time_ms_min', 'repeats', 'peak_rss_mb', 'base_rss_mb',
+           'status', 'time_ms_median', 'time_ms_min', 'repeats', 'timing', 'time_ms_alone',
+           'peak_rss_mb', 'base_rss_mb',
            'fwd_mem_mb', 'gflops', 'other_cpu', 'time_ratio_vs_ufo_s12', 'mem_ratio_vs_ufo_s12',
            'note']
 
@@ -55,6 +56,20 @@ def test_measurements_are_sane(quick_run):
         assert float(r['fwd_mem_mb']) == pytest.approx(peak - base, abs=0.01)
         assert float(r['gflops']) > 0  # counted for inputs up to 1024x1024
         assert float(r['other_cpu']) >= 0  # CPU other processes took meanwhile
+        assert float(r['time_ms_alone']) > 0  # the memory run's own timed forward
+
+
+def test_backbones_timed_interleaved_with_the_peers_at_their_size(quick_run):
+    """Every model that ran at a size is timed again in one process with the
+    others at that size (a slow phase of the machine hits all of them)."""
+    _, stdout, _, rows = quick_run
+    by = {(r['model'], int(r['height']), int(r['width'])): r for r in rows}
+    for h, w in ((64, 64), (64, 128)):
+        assert by[('ufo_s12', h, w)]['timing'] == by[('vit_s', h, w)]['timing'] == \
+            'interleaved, 2 models'
+        assert f'interleaved fp32 {h}x{w}: UFO-ViT-S12/16' in stdout
+    assert by[('ufo_s12', 256, 256)]['timing'] == 'interleaved, 1 model'  # ViT-S skipped
+    assert by[('vit_s', 256, 256)]['timing'] == ''
 
 
 def test_ratios_are_relative_to_ufo_s12(quick_run):
