@@ -77,6 +77,21 @@ def test_backbone_inference_matches_autograd_path(shape):
         torch.testing.assert_close(f, s.detach(), rtol=1e-4, atol=1e-4)
 
 
+def test_block_inference_leaves_its_input_alone():
+    """Inference updates the residual stream in place, but only the block's own
+    new tensor: the input (a pyramid output of the block before) is untouched."""
+    from ufo_mm.models.ufo_vit import UFOBlock
+    torch.manual_seed(0)
+    block = UFOBlock(32, 4).eval()
+    x = torch.randn(2, 6 * 7, 32)
+    before = x.clone()
+    with torch.no_grad():
+        out = block(x, 6, 7)
+    assert torch.equal(x, before)
+    ref = block(x.requires_grad_(), 6, 7)  # autograd: out-of-place updates
+    torch.testing.assert_close(out, ref.detach(), rtol=1e-5, atol=1e-5)
+
+
 def test_outputs_are_contiguous_and_not_overwritten_by_later_blocks():
     model = _model()
     img = torch.randn(1, 3, 128, 128)

@@ -295,8 +295,13 @@ class UFOBlock(nn.Module):
         if self.drop_path.p == 0. or not self.training:
             # x + gamma * branch in one pass
             x = torch.addcmul(x, self.gamma1, self.attn(self.norm1(x)))
-            x = torch.addcmul(x, self.gamma3, self.local_mp(self.norm3(x), H, W))
-            return torch.addcmul(x, self.gamma2, self.mlp(self.norm2(x)))
+            if x.requires_grad or torch.jit.is_tracing():
+                x = torch.addcmul(x, self.gamma3, self.local_mp(self.norm3(x), H, W))
+                return torch.addcmul(x, self.gamma2, self.mlp(self.norm2(x)))
+            # Inference: the next two updates go into the block's own new x
+            # (never its input): no fresh (N, C) buffer to page-fault in.
+            x.addcmul_(self.gamma3, self.local_mp(self.norm3(x), H, W))
+            return x.addcmul_(self.gamma2, self.mlp(self.norm2(x)))
         x = x + self.drop_path(self.gamma1 * self.attn(self.norm1(x)))
         x = x + self.drop_path(self.gamma3 * self.local_mp(self.norm3(x), H, W))
         x = x + self.drop_path(self.gamma2 * self.mlp(self.norm2(x)))
