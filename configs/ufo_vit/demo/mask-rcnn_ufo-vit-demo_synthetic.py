@@ -124,3 +124,7 @@ default_hooks = dict(
     checkpoint=dict(type='CheckpointHook', by_epoch=False, interval=1000000,
                     save_last=True, max_keep_ckpts=1))
 log_processor = dict(by_epoch=False)
+# Seeded (weights, data order, augmentation): the learning proof in
+# docs/detection.md is one run, and a rerun on the same machine and thread
+# count gives the same numbers. Unseeded, runs differed by ~4 mAP points.
+randomness = dict(seed=0)
