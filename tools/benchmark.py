@@ -224,6 +224,41 @@ def count_flops(fn) -> int:
     return counter.get_total_flops()
 
 
+def warm_up(fn, n: int):
+    """Run ``fn`` ``n`` times; the duration (s) of the first run, None if n == 0."""
+    first = None
+    for _ in range(n):
+        t0 = time.perf_counter()
+        fn()
+        first = time.perf_counter() - t0 if first is None else first
+    return first
+
+
+def capped_repeats(spec: dict, first) -> int:
+    """``spec['repeats']`` timed runs, fewer (at least one) when runs as long as
+    the first warm-up would take more than ``spec['max_timed_s']``."""
+    if first is None or not spec.get('max_timed_s'):
+        return spec['repeats']
+    return max(1, min(spec['repeats'], int(spec['max_timed_s'] / max(first, 1e-6))))
+
+
+def other_cpu_cores(jiffies_before, t_start: float) -> float:
+    """CPU the rest of the machine used since ``cpu_jiffies()`` gave
+    ``jiffies_before`` at ``t_start`` (other processes, hypervisor steal), in
+    cores: a shared machine's noise, reported and retried on."""
+    (busy0, own0), (busy1, own1) = jiffies_before, cpu_jiffies()
+    other = ((busy1 - busy0) - (own1 - own0)) / os.sysconf('SC_CLK_TCK') / \
+        max(time.perf_counter() - t_start, 1e-6)
+    return max(0., other)
+
+
+def time_stats(times) -> dict:
+    """Median, min (ms) and count of the timed runs ``times`` (s)."""
+    times = sorted(times)
+    return dict(time_ms_median=1e3 * times[len(times) // 2], time_ms_min=1e3 * times[0],
+                repeats=len(times))
+
+
 def run_case(spec: dict) -> dict:
     """Build, warm up and time one case in this process; returns the measurements."""
     import torch
@@ -243,35 +278,20 @@ def run_case(spec: dict) -> dict:
     bf16 = spec['precision'] == 'bf16'
     times = []
     with torch.no_grad(), torch.autocast('cpu', dtype=torch.bfloat16, enabled=bf16):
-        first = None
-        for _ in range(spec['warmup']):
-            t0 = time.perf_counter()
-            fwd()
-            first = time.perf_counter() - t0 if first is None else first
-        # cap the timed runs of slow cases (at least one)
-        repeats = spec['repeats']
-        if first is not None and spec.get('max_timed_s'):
-            repeats = max(1, min(repeats, int(spec['max_timed_s'] / max(first, 1e-6))))
-        busy0, own0 = cpu_jiffies()
-        t_start = time.perf_counter()
+        repeats = capped_repeats(spec, warm_up(fwd, spec['warmup']))
+        jiffies, t_start = cpu_jiffies(), time.perf_counter()
         for _ in range(repeats):
             t0 = time.perf_counter()
             fwd()
             times.append(time.perf_counter() - t0)
-        busy1, own1 = cpu_jiffies()
-        # CPU the rest of the machine used meanwhile (other processes, hypervisor
-        # steal), in cores: a shared machine's noise, reported and retried on.
-        other = ((busy1 - busy0) - (own1 - own0)) / os.sysconf('SC_CLK_TCK') / \
-            max(time.perf_counter() - t_start, 1e-6)
+        other = other_cpu_cores(jiffies, t_start)
         peak = peak_rss_bytes()
         gflops = None
         if spec.get('flops'):
             gflops = count_flops(fwd) / 1e9
-    times.sort()
-    return dict(status='ok', time_ms_median=1e3 * times[len(times) // 2],
-                time_ms_min=1e3 * times[0], repeats=len(times), peak_rss_mb=peak / 2**20,
+    return dict(status='ok', **time_stats(times), peak_rss_mb=peak / 2**20,
                 base_rss_mb=base / 2**20, fwd_mem_mb=(peak - base) / 2**20, gflops=gflops,
-                other_cpu=max(0., other), threads=torch.get_num_threads())
+                other_cpu=other, threads=torch.get_num_threads())
 
 
 def run_group(spec: dict) -> dict:
@@ -288,35 +308,19 @@ def run_group(spec: dict) -> dict:
     bf16 = spec['precision'] == 'bf16'
     times = {n: [] for n in names}
     with torch.no_grad(), torch.autocast('cpu', dtype=torch.bfloat16, enabled=bf16):
-        rounds = {}
-        for n in names:
-            first = None
-            for _ in range(max(1, spec['warmup'])):
-                t0 = time.perf_counter()
-                fwds[n]()
-                first = time.perf_counter() - t0 if first is None else first
-            rounds[n] = spec['repeats']
-            if spec.get('max_timed_s'):
-                rounds[n] = max(1, min(rounds[n], int(spec['max_timed_s'] / max(first, 1e-6))))
-        busy0, own0 = cpu_jiffies()
-        t_start = time.perf_counter()
+        rounds = {n: capped_repeats(spec, warm_up(fwds[n], max(1, spec['warmup'])))
+                  for n in names}
+        jiffies, t_start = cpu_jiffies(), time.perf_counter()
         for r in range(max(rounds.values())):
             for n in names[r % len(names):] + names[:r % len(names)]:
                 if len(times[n]) < rounds[n]:
                     t0 = time.perf_counter()
                     fwds[n]()
                     times[n].append(time.perf_counter() - t0)
-        busy1, own1 = cpu_jiffies()
-    other = ((busy1 - busy0) - (own1 - own0)) / os.sysconf('SC_CLK_TCK') / \
-        max(time.perf_counter() - t_start, 1e-6)
-    out = {}
-    for n, ts in times.items():
-        ts.sort()
-        out[n] = dict(time_ms_median=1e3 * ts[len(ts) // 2], time_ms_min=1e3 * ts[0],
-                      repeats=len(ts), timing=f'interleaved, {len(names)} model'
-                      + ('s' if len(names) > 1 else ''))
-    return dict(status='ok', models=out, other_cpu=max(0., other),
-                threads=torch.get_num_threads())
+        other = other_cpu_cores(jiffies, t_start)
+    timing = f'interleaved, {len(names)} model' + ('s' if len(names) > 1 else '')
+    return dict(status='ok', other_cpu=other, threads=torch.get_num_threads(),
+                models={n: dict(time_stats(ts), timing=timing) for n, ts in times.items()})
 
 
 def run_gemm(spec: dict) -> dict:
@@ -334,21 +338,18 @@ def run_gemm(spec: dict) -> dict:
             a, bt, None, 'none', [], '')
     rates, best = {}, None
     for name, fn in candidates.items():
-        for _ in range(max(1, spec['warmup'])):
-            fn()
+        warm_up(fn, max(1, spec['warmup']))
         times = []
         for _ in range(max(3, spec['repeats'])):
             t0 = time.perf_counter()
             fn()
             times.append(time.perf_counter() - t0)
-        times.sort()
-        rates[name] = 2 * n ** 3 / times[len(times) // 2] / 1e9
+        stats = time_stats(times)
+        rates[name] = 2 * n ** 3 / stats['time_ms_median'] / 1e6
         if best is None or rates[name] > rates[best[0]]:
-            best = (name, times)
-    name, times = best
-    t = times[len(times) // 2]
-    return dict(status='ok', time_ms_median=1e3 * t, time_ms_min=1e3 * times[0],
-                repeats=len(times), gflops=2 * n ** 3 / 1e9, gflop_per_s=2 * n ** 3 / t / 1e9,
+            best = (name, stats)
+    name, stats = best
+    return dict(status='ok', **stats, gflops=2 * n ** 3 / 1e9, gflop_per_s=rates[name],
                 threads=torch.get_num_threads(),
                 note=', '.join(f'{k} {v:.1f} GFLOP/s' for k, v in rates.items()))
 

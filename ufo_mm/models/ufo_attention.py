@@ -53,8 +53,9 @@ def xnorm(x: torch.Tensor, gamma: torch.Tensor, dim: int = -1, eps: float = 1e-6
             (an all-zero vector then gives NaN).
         out: optional tensor of ``x``'s shape and dtype to write the result
             into (no autograd). The per-vector scale is then rounded to
-            ``x``'s dtype first, so the product is one pass with no float32
-            temporary.
+            ``x``'s dtype first (and for half-precision ``x`` expanded to its
+            shape), so the product writes ``x``'s dtype directly, with no
+            float32 temporary of ``x``'s size.
     """
     acc = accumulation_dtype(x)
     norm = torch.linalg.vector_norm(x, dim=dim, keepdim=True, dtype=acc)
