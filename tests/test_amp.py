@@ -8,13 +8,18 @@ import torch
 import torch.nn as nn
 from mmengine.config import Config
 
-from tests.tiny_seg_training import (load_state_dict, logged_scalars, make_data, run_train,
-                                     write_config)
+from tests.tiny_seg_training import (REPO, load_state_dict, logged_scalars, make_data,
+                                     run_train, write_config)
+from ufo_mm import cpu_features
 from ufo_mm.engine.amp import BF16AutocastOptimWrapper, enable_amp
 from ufo_mm.models.ufo_attention import UFOAttention
 
 
-def test_enable_amp_picks_wrapper_for_device():
+@pytest.mark.parametrize('native', [True, False])
+def test_enable_amp_picks_wrapper_for_device(monkeypatch, native):
+    """--amp: fp16 AmpOptimWrapper on GPU; on CPU bf16 autocast only where bf16
+    is native (faked both ways), plain fp32 elsewhere."""
+    monkeypatch.setattr(cpu_features, 'bf16_native', lambda: native)
     cfg = Config(dict(optim_wrapper=dict(type='OptimWrapper', loss_scale=512.,
                                          optimizer=dict(type='AdamW', lr=1e-3))))
     chosen = enable_amp(cfg)
@@ -22,12 +27,44 @@ def test_enable_amp_picks_wrapper_for_device():
         assert chosen == cfg.optim_wrapper.type == 'AmpOptimWrapper'
         assert cfg.optim_wrapper.loss_scale == 512.
     else:
-        assert chosen == cfg.optim_wrapper.type == 'BF16AutocastOptimWrapper'
+        expected = 'BF16AutocastOptimWrapper' if native else 'OptimWrapper'
+        assert chosen == cfg.optim_wrapper.type == expected
         assert 'loss_scale' not in cfg.optim_wrapper  # bf16 needs no loss scaling
     assert cfg.optim_wrapper.optimizer.lr == 1e-3
 
     with pytest.raises(ValueError, match='--amp cannot convert'):
         enable_amp(Config(dict(optim_wrapper=dict(type='OptimWrapperDict'))))
+
+
+DEMO_SEG = REPO / 'configs' / 'ufo_vit' / 'demo' / 'upernet_ufo-vit-demo_synthetic.py'
+
+
+@pytest.mark.parametrize('native', [True, False])
+def test_seg_demo_precision_follows_the_cpu(monkeypatch, native):
+    """The seg demo's optimizer wrapper: bf16 autocast where the CPU has native
+    bf16, fp32 elsewhere with a log line saying why; either can be forced."""
+    from mmengine.optim import build_optim_wrapper
+
+    from ufo_mm.engine import amp
+    monkeypatch.setattr(cpu_features, 'bf16_native', lambda: native)
+    messages = []
+    monkeypatch.setattr(amp, 'print_log', lambda msg, *a, **k: messages.append(msg))
+    cfg = Config.fromfile(str(DEMO_SEG))
+    model = nn.Sequential(nn.Linear(8, 8), nn.LayerNorm(8), nn.Linear(8, 1))
+    x = torch.randn(4, 8)
+    wrapper = build_optim_wrapper(model, cfg.optim_wrapper)
+    assert wrapper.autocast is native
+    with wrapper.optim_context(model):
+        assert model(x).dtype == (torch.bfloat16 if native else torch.float32)
+    assert len(messages) == (0 if native else 1)
+    forced = {kind: build_optim_wrapper(model, Config(dict(cfg.optim_wrapper, type=kind)))
+              for kind in ('OptimWrapper', 'BF16AutocastOptimWrapper')}
+    if not native:
+        assert 'not native' in messages[0] and 'training in fp32' in messages[0]
+    with forced['BF16AutocastOptimWrapper'].optim_context(model):
+        assert model(x).dtype == torch.bfloat16
+    with forced['OptimWrapper'].optim_context(model):
+        assert model(x).dtype == torch.float32
 
 
 def test_bf16_wrapper_autocasts_forward_only_inside_context():
@@ -44,15 +81,16 @@ def test_bf16_wrapper_autocasts_forward_only_inside_context():
     assert not torch.equal(before, model[0].weight)
 
 
-def test_train_amp_cpu_bf16(tmp_path):
-    """--amp trains in bf16 on CPU: finite, falling loss and updated weights."""
+def test_train_cpu_bf16(tmp_path):
+    """bf16 autocast training on CPU (forced, so it runs on any CPU, emulated
+    where bf16 is not native): finite, falling loss and updated weights."""
     if torch.cuda.is_available():
         pytest.skip('checks the CPU (bf16) path')
     data_root = make_data(tmp_path / 'data')
     config = write_config(tmp_path / 'tiny_upernet.py', data_root, max_iters=10,
                           ckpt_interval=5, lr=2e-3)
     work_dir = tmp_path / 'work'
-    run_train(config, work_dir, '--amp')
+    run_train(config, work_dir, '--cfg-options', 'optim_wrapper.type=BF16AutocastOptimWrapper')
 
     dumped = Config.fromfile(str(work_dir / 'tiny_upernet.py'))  # what the run used
     assert dumped.optim_wrapper.type == 'BF16AutocastOptimWrapper'

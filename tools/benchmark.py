@@ -16,8 +16,12 @@ For every (model, input size, precision) case it measures, in eval mode under
     ratios are what matter). The full models, compared with nothing, are
     timed alone: median of ``--repeats`` runs.
 
-Precisions: fp32, and bf16 autocast (``torch.autocast('cpu', dtype=torch.bfloat16)``);
-every model runs under the same settings. ``torch.set_num_threads(--threads)``
+Precisions: fp32, and bf16 autocast (``torch.autocast('cpu', dtype=torch.bfloat16)``)
+where this CPU computes bf16 natively (AVX512-BF16 / AMX; ``ufo_mm.cpu_features``).
+On other CPUs bf16 is emulated, many times slower than fp32: the default runs
+fp32 only there, and ``--precisions bf16`` asked for explicitly runs it as
+``bf16-emulated`` (its own rows, tables and CSV value, never beside native
+ones). Every model runs under the same settings. ``torch.set_num_threads(--threads)``
 (default 2) is fixed and printed.
 
 Cases whose time or memory, extrapolated from the same model's previous
@@ -275,7 +279,7 @@ def run_case(spec: dict) -> dict:
     fwd = make_forward(name, model, H, W)
     gc.collect()
     base = current_rss_bytes()
-    bf16 = spec['precision'] == 'bf16'
+    bf16 = spec['precision'].startswith('bf16')
     times = []
     with torch.no_grad(), torch.autocast('cpu', dtype=torch.bfloat16, enabled=bf16):
         repeats = capped_repeats(spec, warm_up(fwd, spec['warmup']))
@@ -305,7 +309,7 @@ def run_group(spec: dict) -> dict:
     H, W = spec['height'], spec['width']
     names = spec['models']
     fwds = {n: make_forward(n, build_backbone(n), H, W) for n in names}
-    bf16 = spec['precision'] == 'bf16'
+    bf16 = spec['precision'].startswith('bf16')
     times = {n: [] for n in names}
     with torch.no_grad(), torch.autocast('cpu', dtype=torch.bfloat16, enabled=bf16):
         rounds = {n: capped_repeats(spec, warm_up(fwds[n], max(1, spec['warmup'])))
@@ -329,10 +333,12 @@ def run_gemm(spec: dict) -> dict:
     makes the FLOP-rate target harder, not easier)."""
     import torch
     n = spec.get('gemm_n', 4096)
-    dtype = torch.bfloat16 if spec['precision'] == 'bf16' else torch.float32
+    dtype = torch.bfloat16 if spec['precision'].startswith('bf16') else torch.float32
     a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
     candidates = {'torch.mm': lambda: a @ b}
-    if hasattr(torch.ops.mkldnn, '_linear_pointwise') and torch.backends.mkldnn.is_available():
+    from ufo_mm import cpu_features
+    if hasattr(torch.ops.mkldnn, '_linear_pointwise') and torch.backends.mkldnn.is_available() \
+            and (dtype == torch.float32 or cpu_features.onednn_bf16_kernels()):
         bt = b.t().contiguous()  # linear(a, W) = a @ W^T
         candidates['onednn'] = lambda: torch.ops.mkldnn._linear_pointwise(
             a, bt, None, 'none', [], '')
@@ -506,12 +512,12 @@ def print_table(rows, threads):
     print(f'\nCPU inference, batch 1, torch threads = {threads}; times are medians '
           f'(backbones: of rounds interleaved with the peers at the same size); '
           f'x{MODELS[REFERENCE]["label"]} = peer / UFO-ViT-S12/16 at the same size and precision')
-    head = (f'{"model":24s} {"prec":4s} {"input":>9s} {"time ms":>9s} {"xUFO":>6s} '
+    head = (f'{"model":24s} {"prec":13s} {"input":>9s} {"time ms":>9s} {"xUFO":>6s} '
             f'{"fwd MB":>8s} {"xUFO":>6s} {"peak MB":>8s} {"GFLOPs":>7s} {"other":>5s}  status')
     print(head)
     print('-' * len(head))
     for r in rows:
-        print(f'{r["label"]:24s} {r["precision"]:4s} {r["height"]:>4d}x{r["width"]:<4d} '
+        print(f'{r["label"]:24s} {r["precision"]:13s} {r["height"]:>4d}x{r["width"]:<4d} '
               f'{fmt(r.get("time_ms_median")):>9s} '
               f'{fmt(r.get("time_ratio_vs_ufo_s12"), ".2f"):>6s} '
               f'{fmt(r.get("fwd_mem_mb")):>8s} {fmt(r.get("mem_ratio_vs_ufo_s12"), ".2f"):>6s} '
@@ -523,7 +529,7 @@ def summary(rows, gemm):
     """The headline numbers: S12 scaling, FLOP rate vs GEMM, who beats whom."""
     lines = []
     get = {(r['model'], r['precision'], r['height'], r['width']): r for r in rows}
-    for prec in ('fp32', 'bf16'):
+    for prec in ('fp32', 'bf16', 'bf16-emulated'):
         a, b = get.get((REFERENCE, prec, 1024, 1024)), get.get((REFERENCE, prec, 2048, 2048))
         if a and b and a['status'] == b['status'] == 'ok':
             lines.append(f'UFO-ViT-S12/16 {prec}: time(2048)/time(1024) = '
@@ -538,10 +544,11 @@ def summary(rows, gemm):
                      f'4096^3: {g:.1f} GFLOP/s -> {100 * rate / g:.0f}% (target >= 60%; '
                      f'GEMM: the faster of torch.mm and oneDNN, start or end of the run: '
                      f'{gemm["fp32"]["note"]})')
-    if gemm.get('bf16'):
-        lines.append(f'plain bf16 GEMM 4096^3: {gemm["bf16"]["gflop_per_s"]:.1f} GFLOP/s '
-                     f'({gemm["bf16"]["note"]})')
-    for prec in ('fp32', 'bf16'):
+    for prec in ('bf16', 'bf16-emulated'):
+        if gemm.get(prec):
+            lines.append(f'plain {prec} GEMM 4096^3: {gemm[prec]["gflop_per_s"]:.1f} GFLOP/s '
+                         f'({gemm[prec]["note"]})')
+    for prec in ('fp32', 'bf16', 'bf16-emulated'):
         for H in (1024, 2048):
             u = get.get((REFERENCE, prec, H, H))
             if not u or u['status'] != 'ok':
@@ -633,7 +640,7 @@ def plot(rows, path, threads):
     for ax, key, ylabel in ((axes[0], 'time_ms_median', 'forward time (ms)'),
                             (axes[1], 'fwd_mem_mb', 'forward memory: peak RSS - base (MB)')):
         for n in names:
-            for prec, style in (('fp32', '-'), ('bf16', '--')):
+            for prec, style in (('fp32', '-'), ('bf16', '--'), ('bf16-emulated', ':')):
                 pts = sorted((r['megapixels'], r[key]) for r in rows
                              if r['model'] == n and r['precision'] == prec and
                              r['status'] == 'ok' and r['height'] == r['width'] and r[key])
@@ -670,8 +677,8 @@ def parse_args(argv=None):
     p.add_argument('--shapes', nargs='*', default=['1024x2048'], help='extra HxW inputs')
     p.add_argument('--full-sizes', nargs='+', default=['1024', '2048'],
                    help='inputs of the full Mask R-CNN / UperNet models')
-    p.add_argument('--precisions', nargs='+', default=['fp32', 'bf16'],
-                   choices=['fp32', 'bf16'])
+    p.add_argument('--precisions', nargs='+', default=None, choices=['fp32', 'bf16'],
+                   help='default: fp32, and bf16 where this CPU has native bf16')
     p.add_argument('--full-precisions', nargs='+', default=['fp32'], choices=['fp32', 'bf16'])
     p.add_argument('--threads', type=int, default=2, help='torch.set_num_threads')
     p.add_argument('--warmup', type=int, default=1)
@@ -710,7 +717,19 @@ def parse_args(argv=None):
             args.models = BACKBONES
         args.warmup, args.repeats = 1, 1
         args.retries = 0
+    args.precisions = resolve_precisions(args.precisions)
+    args.full_precisions = resolve_precisions(args.full_precisions)
     return args
+
+
+def resolve_precisions(requested):
+    """The precisions to run: the default is fp32, plus bf16 where it is native;
+    bf16 asked for on a CPU without native bf16 becomes 'bf16-emulated'."""
+    from ufo_mm import cpu_features
+    native = cpu_features.bf16_native()
+    if requested is None:
+        return ['fp32', 'bf16'] if native else ['fp32']
+    return [p if p != 'bf16' or native else 'bf16-emulated' for p in requested]
 
 
 def main(argv=None):
@@ -721,9 +740,13 @@ def main(argv=None):
     # once: fresh memory accounting per case without paying the imports each time.
     ctx.set_forkserver_preload(['torch', 'ufo_mm', 'mmdet.models', 'mmseg.models'])
     import torch
+    from ufo_mm import cpu_features
     print(f'torch {torch.__version__}, threads per case: {args.threads} '
           f'(torch.set_num_threads), CPU capability: '
           f'{torch.backends.cpu.get_cpu_capability()}, cases run one at a time', flush=True)
+    print(f'{cpu_features.bf16_status()}; precisions: {", ".join(args.precisions)}'
+          + ('' if cpu_features.bf16_native() or 'bf16-emulated' in args.precisions else
+             ' (bf16 not run: pass --precisions fp32 bf16 to measure it emulated)'), flush=True)
     mem_kill = args.mem_kill_gb * 2**30
     common = dict(threads=args.threads, warmup=args.warmup, repeats=args.repeats,
                   max_timed_s=args.max_timed_s)

@@ -110,6 +110,10 @@ def main(argv=None):
     precision = ('fp16' if args.device.startswith('cuda') else 'bf16') if args.amp else 'fp32'
     print(f'UFOViT {args.arch}, batch {args.batch}, forward + backward in train mode, '
           f'{precision}, {where}\n')
+    if precision == 'bf16':
+        from ufo_mm import cpu_features
+        if not cpu_features.bf16_native():
+            print(f'NOTE: {cpu_features.bf16_status()}\n')
     print(f'| input | with_cp | {label} | train part (MiB) | s / pass |')
     print('|---|---|---|---|---|')
     for r in rows:

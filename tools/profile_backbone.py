@@ -20,6 +20,7 @@ from typing import Dict, List
 
 import torch
 
+from ufo_mm import cpu_features
 from ufo_mm.models import UFOViT
 
 STAGES = ('patch embed + pos', 'blocks', 'adapters', 'total')
@@ -84,6 +85,8 @@ def main(argv=None) -> Dict[int, List[float]]:
     base = sizes[0]
     print(f'UFOViT {args.arch} attn={args.attn_type} {args.precision}, {args.threads} threads, '
           f'median of {args.rounds} forwards per size (sizes alternated), ms')
+    if args.precision == 'bf16' and not cpu_features.bf16_native():
+        print(f'NOTE: {cpu_features.bf16_status()}')
     head = f'{"stage":20s}' + ''.join(f'{s:>10d}' for s in sizes) + \
         ''.join(f'{"x" + str(s) + "/" + str(base):>14s}' for s in sizes[1:])
     print(head)

@@ -1,21 +1,34 @@
 #!/usr/bin/env bash
-# Create .venv in the repository and install ufo-mm with its pinned stack.
+# Create .venv in the repository and install ufo-mm with the exact, tested
+# stack of a constraints file (requirements/constraints.txt: torch 2.13.0 CPU,
+# mmcv 2.1.0, mmdet 3.3.0, mmsegmentation 1.2.2, and every other package's
+# version). The package itself declares ranges only (setup.cfg).
+#
+#   UFO_MM_CONSTRAINTS=requirements/constraints-torch2.14.txt \
+#   UFO_MM_VENV=.venv-torch2.14 bash tools/setup_env.sh      # the other verified stack
 #
 # Idempotent: a second run with a warm cache installs nothing new and rebuilds
-# nothing.  mmcv 2.1.0 has no binary wheel for torch 2.13 on PyPI, so it is
-# built from source with ops once and the wheel is cached outside the work tree
-# (UFO_MM_WHEEL_CACHE, default ~/.cache/ufo_mm/wheels).
+# nothing.  mmcv 2.1.0 has no binary wheel for these torch versions on PyPI, so
+# it is built from source with ops once per torch version and the wheel is
+# cached outside the work tree (UFO_MM_WHEEL_CACHE, default
+# ~/.cache/ufo_mm/wheels, one folder per torch version).
 #
-# Never installs torchvision: PyPI's build does not load beside this torch and
-# mmdet/mmseg crash on import when it is present but broken.
+# torchvision only where the constraints file pins it (a matching pair):
+# PyPI's build does not load beside the torch 2.13.0 CPU wheel, and mmdet/mmseg
+# crash on import when it is present but broken.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="${UFO_MM_VENV:-$ROOT/.venv}"
-CACHE="${UFO_MM_WHEEL_CACHE:-$HOME/.cache/ufo_mm/wheels}"
+CONSTRAINTS="${UFO_MM_CONSTRAINTS:-$ROOT/requirements/constraints.txt}"
+CONSTRAINTS="$(cd "$(dirname "$CONSTRAINTS")" && pwd)/$(basename "$CONSTRAINTS")"
 PY="${PYTHON:-python3}"
-TORCH_VERSION=2.13.0
-MMCV_VERSION=2.1.0
+pinned() { sed -n "s/^$1==\([^ ;#]*\).*/\1/p" "$CONSTRAINTS"; }
+TORCH_VERSION="$(pinned torch)"
+TORCHVISION_VERSION="$(pinned torchvision)"
+MMCV_VERSION="$(pinned mmcv)"
+CACHE="${UFO_MM_WHEEL_CACHE:-$HOME/.cache/ufo_mm/wheels}/torch-$TORCH_VERSION"
+export TORCH_VERSION TORCHVISION_VERSION MMCV_VERSION
 
 step() { echo "[setup_env] $*"; }
 fail() { echo "[setup_env] FAILED at step: $CURRENT_STEP" >&2; }
@@ -33,13 +46,17 @@ PIP=("$VPY" -m pip --disable-pip-version-check -q)
 # Fast path: everything already importable and the package installed from this tree.
 CURRENT_STEP="check existing environment"
 if "$VPY" - "$ROOT" <<'PYEOF' 2>/dev/null
-import sys, importlib.util, pathlib
+import os, sys, importlib.util, pathlib
 root = pathlib.Path(sys.argv[1]).resolve()
 import torch, mmcv, mmengine, mmdet, mmseg, pycocotools, pytest  # noqa: F401
 from mmcv.ops import RoIAlign, nms  # noqa: F401
-assert torch.__version__.startswith("2.13.0"), torch.__version__
-assert mmcv.__version__ == "2.1.0", mmcv.__version__
-assert importlib.util.find_spec("torchvision") is None, "torchvision must not be installed"
+assert torch.__version__.split("+")[0] == os.environ["TORCH_VERSION"], torch.__version__
+assert mmcv.__version__ == os.environ["MMCV_VERSION"], mmcv.__version__
+if os.environ["TORCHVISION_VERSION"]:
+    import torchvision
+    assert torchvision.__version__.split("+")[0] == os.environ["TORCHVISION_VERSION"]
+else:
+    assert importlib.util.find_spec("torchvision") is None, "torchvision must not be installed"
 spec = importlib.util.find_spec("ufo_mm")
 assert spec is not None and pathlib.Path(spec.origin).resolve().is_relative_to(root)
 PYEOF
@@ -50,18 +67,19 @@ fi
 
 CURRENT_STEP="install build tools (pip, setuptools<81, wheel, ninja, psutil)"
 step "$CURRENT_STEP"
-"${PIP[@]}" install "pip>=23" "setuptools>=77.0.3,<81" wheel ninja psutil
+"${PIP[@]}" install -c "$CONSTRAINTS" "pip>=23" "setuptools>=77.0.3,<81" wheel ninja psutil
 
-CURRENT_STEP="install torch==$TORCH_VERSION (CPU wheel)"
+CURRENT_STEP="install torch==$TORCH_VERSION${TORCHVISION_VERSION:+ and torchvision==$TORCHVISION_VERSION}"
 step "$CURRENT_STEP"
-"${PIP[@]}" install "torch==$TORCH_VERSION"
+"${PIP[@]}" install -c "$CONSTRAINTS" "torch==$TORCH_VERSION" \
+  ${TORCHVISION_VERSION:+"torchvision==$TORCHVISION_VERSION"}
 
 CURRENT_STEP="build or reuse the mmcv==$MMCV_VERSION wheel with ops"
 mkdir -p "$CACHE"
 PYTAG="$("$VPY" -c 'import sys; print(f"cp{sys.version_info[0]}{sys.version_info[1]}")')"
 WHEEL="$(ls "$CACHE"/mmcv-"$MMCV_VERSION"-"$PYTAG"-*.whl 2>/dev/null | head -n1 || true)"
 if [ -z "$WHEEL" ]; then
-  step "$CURRENT_STEP: building from source (about 6 minutes on 2 cores)"
+  step "$CURRENT_STEP: building from source (6 to 13 minutes on 2 cores, by CPU kind)"
   BUILD="$(mktemp -d)"
   (cd "$BUILD" && MMCV_WITH_OPS=1 MAX_JOBS="${MAX_JOBS:-2}" FORCE_CUDA=0 \
      "$VPY" -m pip --disable-pip-version-check wheel --no-build-isolation --no-deps \
@@ -75,17 +93,19 @@ else
 fi
 "${PIP[@]}" install --no-deps "$WHEEL"
 
-CURRENT_STEP="install ufo_mm (editable) with its pinned dependencies and test extras"
+CURRENT_STEP="install ufo_mm (editable) and its test extras at the versions of $(basename "$CONSTRAINTS")"
 step "$CURRENT_STEP"
-"${PIP[@]}" install -e "$ROOT[dev]"
+"${PIP[@]}" install -c "$CONSTRAINTS" -e "$ROOT[dev]"
 
 CURRENT_STEP="verify the environment"
 step "$CURRENT_STEP"
 "$VPY" - <<'PYEOF'
-import importlib.util
+import importlib.util, os
 import torch, mmcv, mmdet, mmseg, ufo_mm  # noqa: F401
 from mmcv.ops import RoIAlign, nms  # noqa: F401
-assert importlib.util.find_spec("torchvision") is None, "torchvision got installed; remove it"
+from ufo_mm import cpu_features
+if not os.environ["TORCHVISION_VERSION"]:
+    assert importlib.util.find_spec("torchvision") is None, "torchvision got installed; remove it"
 print(f"[setup_env] ok: torch {torch.__version__}, mmcv {mmcv.__version__}, "
-      f"mmdet {mmdet.__version__}, mmseg {mmseg.__version__}")
+      f"mmdet {mmdet.__version__}, mmseg {mmseg.__version__}; {cpu_features.bf16_status()}")
 PYEOF

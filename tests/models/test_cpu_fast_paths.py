@@ -6,12 +6,18 @@ import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
+from ufo_mm import cpu_features
 from ufo_mm.models import UFOViT
-from ufo_mm.models.cpu_fusion import (ONEDNN_AVAILABLE, bn_conv2d, upsample_nchw,
-                                      upsampling_layers)
+from ufo_mm.models.cpu_fusion import (ONEDNN_AVAILABLE, bn_conv2d, inference_dtype,
+                                      upsample_nchw, upsampling_layers)
 from ufo_mm.models.ufo_vit import LPI, Mlp
 
 needs_onednn = pytest.mark.skipif(not ONEDNN_AVAILABLE, reason='no oneDNN fused ops in this torch')
+needs_onednn_bf16 = pytest.mark.skipif(
+    not (ONEDNN_AVAILABLE and cpu_features.onednn_bf16_kernels()),
+    reason='oneDNN has no bf16 primitives on this CPU (AVX2 only): the fused bf16 route '
+           'does not run here (its fallback is test_bf16_autocast_falls_back_to_plain_modules)')
+FUSED_OPS = {'mkldnn._linear_pointwise', 'mkldnn._convolution_pointwise'}
 
 
 def plain_mlp(mlp, x):
@@ -28,7 +34,7 @@ def test_fused_mlp_matches_plain_fp32():
         torch.testing.assert_close(mlp(x), plain_mlp(mlp, x), rtol=1e-5, atol=1e-5)
 
 
-@needs_onednn
+@needs_onednn_bf16
 def test_fused_mlp_bf16_autocast_close_to_fp32():
     torch.manual_seed(0)
     mlp = Mlp(64, 256).eval()
@@ -123,14 +129,13 @@ def test_fused_kernels_run_and_flop_counter_sees_them():
             model(x)
         counts.append(counter.get_total_flops())
         ops = {str(op) for op in counter.get_flop_counts()['Global']}
-        fused = {'mkldnn._linear_pointwise', 'mkldnn._convolution_pointwise'}
-        assert fused <= ops if not grad else not fused & ops, ops
+        assert FUSED_OPS <= ops if not grad else not FUSED_OPS & ops, ops
     # Same FLOPs but for the LPI's border strips that bn_conv2d recomputes
     # (0.4% on this 8x8 token map; 0.02% for S12/16 at 1024x1024).
     assert counts[1] <= counts[0] <= 1.005 * counts[1]
 
 
-@needs_onednn
+@needs_onednn_bf16
 def test_backbone_bf16_fused_close_to_fp32():
     model = _model()
     x = torch.randn(1, 3, 160, 128)
@@ -141,6 +146,32 @@ def test_backbone_bf16_fused_close_to_fp32():
     assert fast[0].dtype == torch.bfloat16  # the up-sampling convolutions ran in bf16
     for f, r in zip(fast, ref):
         assert ((f.float() - r).norm() / r.norm()) < 3e-2
+
+
+@pytest.mark.parametrize('onednn_bf16', [True, False])
+def test_bf16_autocast_falls_back_to_plain_modules(monkeypatch, onednn_bf16):
+    """On a CPU without oneDNN bf16 primitives (AVX2 only; faked here where they
+    exist) the fused kernels would raise under bf16 autocast: the backbone runs
+    the plain modules instead, still in bf16 and close to fp32, never crashes."""
+    if onednn_bf16 and not cpu_features.onednn_bf16_kernels():
+        pytest.skip('this CPU has no oneDNN bf16 primitives to keep')
+    monkeypatch.setattr(cpu_features, 'onednn_bf16_kernels', lambda: onednn_bf16)
+    model = _model()
+    x = torch.randn(1, 3, 96, 80)
+    with torch.no_grad():
+        ref = model(x)
+        assert inference_dtype(x, model.patch_embed) == torch.float32  # fp32 is unaffected
+        counter = FlopCounterMode(display=False)
+        with torch.autocast('cpu', dtype=torch.bfloat16), counter:
+            assert inference_dtype(x, model.patch_embed) == (torch.bfloat16 if onednn_bf16
+                                                             else None)
+            out = model(x)
+    ops = {str(op) for op in counter.get_flop_counts()['Global']}
+    assert bool(FUSED_OPS & ops) == (onednn_bf16 and ONEDNN_AVAILABLE), ops
+    assert out[0].dtype == torch.bfloat16  # the up-sampling ran in bf16
+    for o, r in zip(out, ref):
+        assert torch.isfinite(o).all()
+        assert ((o.float() - r).norm() / r.norm()) < 3e-2
 
 
 @pytest.mark.parametrize('batch', [1, 2])

@@ -4,12 +4,22 @@ mmengine's ``AmpOptimWrapper`` asserts a GPU (CUDA/NPU/MLU). On CPU the
 useful mixed precision is bf16 autocast (no loss scaling needed: bf16 has
 fp32's exponent range); ``BF16AutocastOptimWrapper`` provides it. UFO
 attention keeps its k^T v product and norms in float32 inside autocast.
+
+bf16 only pays where the CPU computes it natively (AVX512-BF16, AMX); on
+others (AVX2-only AMD EPYC, Intel before Cooper Lake) every bf16 op is
+emulated and training runs many times slower than in fp32. So nothing here
+assumes it: ``AutoPrecisionOptimWrapper`` (the demo's) and ``--amp`` use bf16
+where it is native and fp32 elsewhere, with one log line saying why
+(``ufo_mm.cpu_features``).
 """
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 
 import torch
+from mmengine.logging import print_log
 from mmengine.optim import OptimWrapper
 from mmengine.registry import OPTIM_WRAPPERS
+
+from .. import cpu_features
 
 
 @OPTIM_WRAPPERS.register_module()
@@ -18,32 +28,72 @@ class BF16AutocastOptimWrapper(OptimWrapper):
 
     Args:
         device_type: 'cpu' (default) or 'cuda'.
+        only_if_native: on CPU, autocast only where bf16 is native
+            (:func:`ufo_mm.cpu_features.bf16_native`); elsewhere train in fp32
+            and log why. False (default) forces bf16 on any CPU (an explicit
+            choice; a warning is logged where it is emulated).
         **kwargs: as :class:`mmengine.optim.OptimWrapper`.
+
+    Attributes:
+        autocast: whether ``optim_context`` enters bf16 autocast.
     """
 
-    def __init__(self, *args, device_type: str = 'cpu', **kwargs):
+    def __init__(self, *args, device_type: str = 'cpu', only_if_native: bool = False,
+                 **kwargs):
         super().__init__(*args, **kwargs)
         self.device_type = device_type
+        self.autocast = True
+        if device_type == 'cpu' and not cpu_features.bf16_native():
+            if only_if_native:
+                self.autocast = False
+                print_log(f'{cpu_features.bf16_status()}: training in fp32 '
+                          '(optim_wrapper.only_if_native=False forces bf16)', logger='current')
+            else:
+                print_log(f'{cpu_features.bf16_status()}: bf16 forced by the config',
+                          logger='current', level=30)
 
     @contextmanager
     def optim_context(self, model):
-        with super().optim_context(model), \
-                torch.autocast(device_type=self.device_type, dtype=torch.bfloat16):
+        amp = torch.autocast(device_type=self.device_type, dtype=torch.bfloat16) \
+            if self.autocast else nullcontext()
+        with super().optim_context(model), amp:
             yield
+
+
+@OPTIM_WRAPPERS.register_module()
+class AutoPrecisionOptimWrapper(BF16AutocastOptimWrapper):
+    """bf16 autocast on a CPU that computes bf16 natively, fp32 elsewhere (one
+    log line says which and why): ``BF16AutocastOptimWrapper`` with
+    ``only_if_native=True``. A config that uses it still lets the user force
+    a precision with ``--cfg-options optim_wrapper.type=OptimWrapper`` (fp32)
+    or ``optim_wrapper.type=BF16AutocastOptimWrapper`` (bf16 anywhere).
+
+    Args: as :class:`mmengine.optim.OptimWrapper` (``device_type`` 'cpu').
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, only_if_native=True, **kwargs)
 
 
 def enable_amp(cfg) -> str:
     """Switch ``cfg.optim_wrapper`` to mixed precision for this machine:
-    fp16 ``AmpOptimWrapper`` with dynamic loss scale on GPU, bf16 autocast on
-    CPU. Returns the wrapper type chosen."""
+    fp16 ``AmpOptimWrapper`` with dynamic loss scale on GPU; on CPU bf16
+    autocast where bf16 is native, else plain fp32 ``OptimWrapper`` (logged).
+    Returns the wrapper type chosen."""
     wrapper = cfg.optim_wrapper
     if wrapper.get('type', 'OptimWrapper') not in ('OptimWrapper', 'AmpOptimWrapper',
-                                                   'BF16AutocastOptimWrapper'):
+                                                   'BF16AutocastOptimWrapper',
+                                                   'AutoPrecisionOptimWrapper'):
         raise ValueError(f'--amp cannot convert optim_wrapper type {wrapper.type!r}')
     if torch.cuda.is_available():
         wrapper.type = 'AmpOptimWrapper'
         wrapper.setdefault('loss_scale', 'dynamic')
     else:
-        wrapper.type = 'BF16AutocastOptimWrapper'
         wrapper.pop('loss_scale', None)
+        dtype, why = cpu_features.default_cpu_dtype()
+        print_log(f'--amp: {why}', logger='current')
+        wrapper.type = 'BF16AutocastOptimWrapper' if dtype == torch.bfloat16 else 'OptimWrapper'
+    if wrapper.type != 'BF16AutocastOptimWrapper':  # its own arguments
+        wrapper.pop('only_if_native', None)
+        wrapper.pop('device_type', None)
     return wrapper.type

@@ -10,7 +10,9 @@ pyramid's up-sampling (2x2 stride-2 transposed convolutions) runs as row-tiled
 GEMMs that write NCHW directly (:func:`upsample_nchw`). Each result equals the
 plain ``Conv -> BN -> GELU`` (or ``Linear -> GELU``) one up to float rounding.
 Under bf16 autocast the kernels run in bf16, as autocast's own linear/conv
-would.
+would, where oneDNN has bf16 primitives on this CPU
+(:func:`ufo_mm.cpu_features.onednn_bf16_kernels`); elsewhere (AVX2-only CPUs)
+they would raise, so bf16 then takes the plain modules.
 
 Everything else (training, autograd, tracing/ONNX export, scripting, other
 devices and dtypes, non-BatchNorm norms) takes the plain modules; a missing
@@ -23,6 +25,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch.nn.modules.batchnorm import _BatchNorm
+
+from .. import cpu_features
 
 _OPS = ('_linear_pointwise', '_convolution_pointwise')
 
@@ -38,6 +42,18 @@ def _available() -> bool:
 ONEDNN_AVAILABLE = _available()
 
 
+def cpu_autocast_dtype() -> Optional[torch.dtype]:
+    """The dtype of an active CPU autocast region, or None outside one
+    (``torch.is_autocast_enabled('cpu')`` where this torch has it, the older
+    ``is_autocast_cpu_enabled`` API otherwise)."""
+    try:
+        if torch.is_autocast_enabled('cpu'):
+            return torch.get_autocast_dtype('cpu')
+        return None
+    except TypeError:  # torch < 2.4: no device argument
+        return torch.get_autocast_cpu_dtype() if torch.is_autocast_cpu_enabled() else None
+
+
 def inference_dtype(x: torch.Tensor, module: nn.Module) -> Optional[torch.dtype]:
     """The dtype a fused kernel would compute ``module(x)`` in, or None when the
     plain path must run (autograd needed, tracing, not CPU, unsupported dtype)."""
@@ -50,13 +66,15 @@ def inference_dtype(x: torch.Tensor, module: nn.Module) -> Optional[torch.dtype]
     if torch.is_grad_enabled() and (x.requires_grad or
                                     any(p.requires_grad for p in module.parameters())):
         return None
-    if torch.is_autocast_enabled('cpu'):
-        dtype = torch.get_autocast_dtype('cpu')
-    else:
+    dtype = cpu_autocast_dtype()
+    if dtype is None:
         dtype = x.dtype
         if weight.dtype != dtype:
             return None
-    return dtype if dtype in (torch.float32, torch.bfloat16) else None
+    if dtype == torch.bfloat16:
+        # no oneDNN bf16 primitives on this CPU: the fused kernels would raise
+        return dtype if cpu_features.onednn_bf16_kernels() else None
+    return dtype if dtype == torch.float32 else None
 
 
 def foldable_bn(norm: nn.Module) -> bool:
@@ -248,4 +266,7 @@ def _register_flop_formulas():
 
 
 if ONEDNN_AVAILABLE:
-    _register_flop_formulas()
+    try:
+        _register_flop_formulas()
+    except (ImportError, AttributeError):  # a torch without register_flop_formula
+        pass
