@@ -38,13 +38,6 @@ UPSTREAM_FILE_NAMES = {'default_runtime.py'}
 # Files that the code names but that are not in the repository yet. Each entry
 # is a defect to fix by adding the file (then delete the entry), not a place
 # to silence a new failure.
-KNOWN_MISSING_IN_CODE = {
-    # tools/setup_env.sh installs from it and setup.cfg points at it, but no
-    # commit added it: a fresh clone cannot run tools/setup_env.sh.
-    'requirements/constraints.txt',
-    'requirements/constraints-torch2.14.txt',
-}
-
 # A repository path: one of the top-level folders, not preceded by a path or
 # identifier character (so ``mmdet/.mim/tools/x.py`` and ``mmseg::_base_/...``
 # are not taken for ``tools/x.py``), up to the first character that cannot be
@@ -178,7 +171,7 @@ def test_code_names_only_repository_files():
     for f in code_files():
         for token in PATH_RE.findall(f.read_text()):
             problem = repo_path_problem(token)
-            if problem and problem not in KNOWN_MISSING_IN_CODE:
+            if problem:
                 bad.append(f'{rel(f)}: {problem}')
     assert not bad, f'code names files that are not in the repository: {bad}'
 
