@@ -9,12 +9,17 @@ non-square image the model never saw at its training size), path and ndarray
 inputs agreeing, the high-level and low-level API agreeing, the files the
 inferencers write, and the class names and palette being the synthetic
 dataset's (carried by the checkpoint's meta.dataset_meta), not COCO's 80 or
-Cityscapes' 19. Last, tools/convert_checkpoint.py on a trained dense
-checkpoint: its backbone loads through init_cfg=Pretrained.
+Cityscapes' 19; also in a fresh process that imports only mmdet/mmseg.
+Last, tools/convert_checkpoint.py on a trained dense checkpoint: its backbone
+loads through init_cfg=Pretrained. (The converted file is backbone-only and
+its meta does not carry dataset_meta: it initialises a new model, it is not
+for the inferencers, which would fall back to COCO's classes.)
 """
+import importlib.util
 import json
+import subprocess
+import sys
 import warnings
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -233,9 +238,12 @@ def test_init_detector_and_inference_detector(det_ckpt, det_image, det_inference
     assert_same_instances(pred, assert_det_sample(by_array, IMG_HW))
     names = [model.dataset_meta['classes'][i] for i in pred.labels.tolist()]
     assert set(names) <= set(COCO_CLASSES)
-    # a list in, a list out
-    batch = inference_detector(model, [str(path), array])
+    # a list in, a list out (of one input type: mmdet picks the loading
+    # transform from the first item, so a path after an array is not loaded)
+    batch = inference_detector(model, [array, array])
     assert isinstance(batch, list) and len(batch) == 2
+    for sample in batch:
+        assert_same_instances(pred, sample.pred_instances)
     # the low-level API and DetInferencer agree
     high = det_inferencer(str(path), return_datasamples=True)['predictions'][0]
     assert_same_instances(pred, high.pred_instances)
@@ -243,13 +251,22 @@ def test_init_detector_and_inference_detector(det_ckpt, det_image, det_inference
 
 # ---------------------------------------------------------------- mmseg
 
-def test_seg_inferencer_reports_the_synthetic_classes_and_palette(seg_inferencer):
+def test_seg_inferencer_reports_and_draws_the_synthetic_classes(seg_inferencer, seg_image):
     meta = seg_inferencer.model.dataset_meta
     assert tuple(meta['classes']) == ADE_CLASSES
     assert [list(c) for c in meta['palette']] == ADE_PALETTE
+    path, _ = seg_image
+    out = seg_inferencer(str(path), return_vis=True, opacity=1.0, with_labels=False)
+    # MMSegInferencer.__init__ gives its visualizer Cityscapes' meta (classes=None
+    # -> set_dataset_meta defaults); visualize() replaces it with the model's
     vis_meta = seg_inferencer.visualizer.dataset_meta
     assert tuple(vis_meta['classes']) == ADE_CLASSES
     assert [list(c) for c in vis_meta['palette']] == ADE_PALETTE
+    # opaque drawing: every pixel has its predicted class's synthetic colour
+    label = out['predictions']
+    picture = out['visualization']  # RGB
+    assert picture.shape == (*IMG_HW, 3)
+    assert (picture == np.array(ADE_PALETTE, dtype=np.uint8)[label]).all()
 
 
 def test_seg_inferencer_on_path_and_ndarray(seg_inferencer, seg_image):
@@ -265,7 +282,10 @@ def test_seg_inferencer_writes_label_maps_and_pictures(seg_inferencer, seg_image
     out = seg_inferencer(str(path), out_dir=str(tmp_path), return_vis=True)
     label = out['predictions']
     assert label.shape == IMG_HW and ((label >= 0) & (label < len(ADE_CLASSES))).all()
-    saved = cv2.imread(str(tmp_path / 'pred' / 'scene.png'), cv2.IMREAD_UNCHANGED)
+    # label maps are named by mmseg's running count of images, not the input's name
+    written = sorted((tmp_path / 'pred').glob('*_pred.png'))
+    assert len(written) == 1, written
+    saved = cv2.imread(str(written[0]), cv2.IMREAD_UNCHANGED)
     assert saved.shape == IMG_HW and (saved == label).all()
     picture = cv2.imread(str(tmp_path / 'vis' / 'scene.jpg'))
     assert picture.shape == (*IMG_HW, 3)
@@ -291,6 +311,49 @@ def test_init_model_and_inference_model(seg_ckpt, seg_image, seg_inferencer):
                        .pred_sem_seg.data[0])
 
 
+# ---------------------------------------------------------------- a user's process
+
+FRESH_PROCESS = '''
+import json, sys
+from mmdet.apis import DetInferencer
+from mmseg.apis import MMSegInferencer
+det_cfg, det_ckpt, det_img, seg_cfg, seg_ckpt, seg_img = sys.argv[1:]
+before = 'ufo_mm' in sys.modules
+# nothing imports ufo_mm here: the configs' custom_imports must register
+# UFOViT and the safe checkpoint loader before the weights are read
+det = DetInferencer(model=det_cfg, weights=det_ckpt, device='cpu', show_progress=False)
+seg = MMSegInferencer(model=seg_cfg, weights=seg_ckpt, device='cpu')
+d = det(det_img, return_datasamples=True)['predictions'][0]
+s = seg(seg_img, return_datasamples=True)
+print(json.dumps(dict(
+    ufo_mm_before=before, ufo_mm_after='ufo_mm' in sys.modules,
+    det_classes=list(det.model.dataset_meta['classes']),
+    det_masks=list(d.pred_instances.masks.shape),
+    seg_classes=list(seg.model.dataset_meta['classes']),
+    seg_shape=list(s.pred_sem_seg.shape))))
+'''
+
+
+def test_inferencers_in_a_fresh_process_without_importing_ufo_mm(det_ckpt, seg_ckpt, det_image,
+                                                                 seg_image):
+    """What a user's script does: only mmdet/mmseg imported, the config and a
+    checkpoint of tools/train.py given by path."""
+    proc = subprocess.run(
+        [sys.executable, '-c', FRESH_PROCESS, str(DET_DEMO), str(det_ckpt), str(det_image[0]),
+         str(SEG_DEMO), str(seg_ckpt), str(seg_image[0])],
+        env=tool_env(), cwd=str(REPO), capture_output=True, text=True, timeout=300)
+    log = proc.stdout + proc.stderr
+    assert proc.returncode == 0, log[-6000:]
+    assert 'Weights only load failed' not in log and NO_META_WARNING not in log
+    assert 'Loads checkpoint by local_safe backend' in log  # ufo_mm's weights_only loader
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert not result['ufo_mm_before'] and result['ufo_mm_after']
+    assert result['det_classes'] == list(COCO_CLASSES)
+    assert result['seg_classes'] == list(ADE_CLASSES)
+    assert result['det_masks'][1:] == list(IMG_HW) and result['det_masks'][0] > 0
+    assert result['seg_shape'] == list(IMG_HW)
+
+
 # ---------------------------------------------------------------- conversion
 
 @pytest.mark.parametrize('task', ['det', 'seg'])
@@ -298,8 +361,6 @@ def test_convert_trained_checkpoint_backbone_loads_through_init_cfg(task, reques
     """tools/convert_checkpoint.py --prefix backbone on a dense checkpoint of
     tools/train.py: a backbone-only file whose weights load, unchanged, into a
     fresh UFOViT through init_cfg=dict(type='Pretrained')."""
-    import importlib.util
-
     from mmengine.config import Config
 
     from ufo_mm.models import UFOViT
