@@ -5,4 +5,5 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 bash "$ROOT/tools/setup_env.sh"
 cd "$ROOT"
-exec .venv/bin/python tools/demo.py "$@"
+VENV="${UFO_MM_VENV:-$ROOT/.venv}"
+exec "$VENV/bin/python" tools/demo.py "$@"
