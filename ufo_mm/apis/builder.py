@@ -89,3 +89,17 @@ def build_model(config: Union[str, Path, Config], checkpoint: Optional[str] = No
     model.dataset_meta = meta
     model.cfg = cfg
     return model.to(device).eval()
+
+
+def blank_data_sample(library: str, H: int, W: int):
+    """A DetDataSample / SegDataSample for one unannotated (H, W) input that is
+    its own original size (no resize, no padding): what ``predict`` and tensor
+    mode need to run on a bare tensor."""
+    if library == 'mmdet':
+        from mmdet.structures import DetDataSample
+        return DetDataSample(metainfo=dict(img_shape=(H, W), ori_shape=(H, W),
+                                           pad_shape=(H, W), batch_input_shape=(H, W),
+                                           scale_factor=(1., 1.)))
+    from mmseg.structures import SegDataSample
+    return SegDataSample(metainfo=dict(img_shape=(H, W), ori_shape=(H, W), pad_shape=(H, W),
+                                       padding_size=[0] * 4))
