@@ -20,4 +20,5 @@ def test_table_has_one_row_per_case():
             for w in (False, True)]
     table = cp_memory_table(rows, 'peak RSS (MiB)').splitlines()
     assert table[0] == '| input | with_cp | peak RSS (MiB) | train part (MiB) | s / pass |'
-    assert table[2:] == ['| 64x64 | False | 300 | 100 | 0.500 |', '| 64x64 | True | 300 | 100 | 0.500 |']
+    assert table[2:] == ['| 64x64 | False | 300 | 100 | 0.500 |',
+                         '| 64x64 | True | 300 | 100 | 0.500 |']

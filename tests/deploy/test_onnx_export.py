@@ -3,7 +3,6 @@ with dynamic H and W that onnxruntime runs at other resolutions than the traced
 one, matching PyTorch within 1e-4 (max |diff| / max |reference|)."""
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import onnx
