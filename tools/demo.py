@@ -5,7 +5,7 @@ import sys
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
-from ufo_mm.demo.pipeline import main  # noqa: E402
+from demo.pipeline import main  # noqa: E402
 
 if __name__ == '__main__':
     sys.exit(main())

@@ -6,7 +6,7 @@ backbone + neck to ONNX with dynamic height and width.
                                 [--static-batch] [--verify H W [H W ...]]
 
 CONFIG_OR_ARCH is an mmseg/mmdet config file (``.py``) or a UFOViT arch name
-(``small_12_p16``, ``t12``, ...). What each exports (see ufo_mm/export.py):
+(``small_12_p16``, ``t12``, ...). What each exports (see ufo_mm/deploy/):
 
 - arch, or ``--part backbone``: the UFOViT backbone, image -> feat0..feat3
   (strides 4, 8, 16, 32);
@@ -24,81 +24,8 @@ import sys
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
-import torch  # noqa: E402
-
-import ufo_mm  # noqa: E402,F401  registers UFOViT, installs the safe checkpoint loader
-from ufo_mm.export import (DetectorFeatures, SegmentorLogits, compare_onnx,  # noqa: E402
-                           export_onnx)
-
-TOLERANCE = 1e-4
-
-
-def build_from_config(path: str, checkpoint=None):
-    """(model in eval mode on CPU, library name, config) for an mmseg/mmdet config."""
-    from mmengine.config import Config
-    from mmengine.model import revert_sync_batchnorm
-    from mmengine.registry import init_default_scope
-    from mmengine.runner import load_checkpoint
-
-    cfg = Config.fromfile(path)
-    scope = cfg.get('default_scope')
-    if scope not in ('mmseg', 'mmdet'):
-        raise SystemExit(f"error: {path}: default_scope must be 'mmseg' or 'mmdet', got {scope!r}")
-    init_default_scope(scope)
-    if scope == 'mmseg':
-        from mmseg.registry import MODELS
-    else:
-        from mmdet.registry import MODELS
-    model_cfg = copy.deepcopy(cfg.model)
-    if checkpoint is not None:
-        # the checkpoint has the weights: skip pretrained backbone loading
-        model_cfg.pop('pretrained', None)
-        model_cfg.get('backbone', {}).pop('init_cfg', None)
-    model = MODELS.build(model_cfg)
-    if checkpoint is None:
-        model.init_weights()
-    else:
-        load_checkpoint(model, checkpoint, map_location='cpu')
-    return revert_sync_batchnorm(model).eval(), scope, cfg
-
-
-def build_backbone(arch: str, checkpoint=None):
-    from ufo_mm.models import UFOViT
-    from ufo_mm.models.checkpoint_convert import load_pretrained
-    model = UFOViT(arch=arch)
-    model.init_weights()
-    if checkpoint is not None:
-        load_pretrained(model, checkpoint)
-    return model.eval()
-
-
-def export_module(args):
-    """(module to export, metadata) for the command-line arguments."""
-    metadata = {'producer': 'ufo_mm tools/export_onnx.py', 'source': args.config_or_arch}
-    if not args.config_or_arch.endswith('.py'):
-        if args.part not in ('auto', 'backbone'):
-            raise SystemExit('error: an arch name exports the backbone only')
-        metadata['exported'] = 'UFOViT backbone: feat0..feat3 at strides 4, 8, 16, 32'
-        return build_backbone(args.config_or_arch, args.checkpoint), metadata
-    if not osp.isfile(args.config_or_arch):
-        raise SystemExit(f'error: config {args.config_or_arch} not found')
-    model, scope, cfg = build_from_config(args.config_or_arch, args.checkpoint)
-    if args.part == 'backbone':
-        metadata['exported'] = 'backbone: feature maps'
-        return model.backbone, metadata
-    preprocessor = cfg.model.get('data_preprocessor', {})
-    for key in ('mean', 'std', 'bgr_to_rgb', 'rgb_to_bgr'):
-        if key in preprocessor:
-            metadata[f'preprocess_{key}'] = str(preprocessor[key])
-    if scope == 'mmseg':
-        metadata['exported'] = ('segmentor: normalised image -> logits (B, classes, H, W); '
-                                'argmax over axis 1 gives the label map')
-        classes = getattr(model, 'dataset_meta', None) or {}
-        if classes.get('classes'):
-            metadata['classes'] = ','.join(classes['classes'])
-        return SegmentorLogits(model), metadata
-    metadata['exported'] = 'detector backbone + neck: feature maps (no heads, no NMS)'
-    return DetectorFeatures(model), metadata
+from ufo_mm.deploy.onnx_export import compare_onnx, export_onnx  # noqa: E402
+from ufo_mm.deploy.targets import TOLERANCE, export_target  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -127,7 +54,10 @@ def main(argv=None):
     from mmengine.logging import MMLogger
     # init_weights logs every parameter at INFO: keep the output to the export.
     MMLogger.get_instance('ufo_export_onnx', log_level='WARNING')
-    module, metadata = export_module(args)
+    try:
+        module, metadata = export_target(args.config_or_arch, args.checkpoint, args.part)
+    except (ValueError, FileNotFoundError) as e:
+        raise SystemExit(f'error: {e}') from None
     reference = copy.deepcopy(module) if args.verify else None  # keeps the original pools
     names = export_onnx(module, args.out, shape=args.shape, opset=args.opset,
                         dynamic_batch=not args.static_batch, metadata=metadata)

@@ -36,7 +36,7 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    from ufo_mm.seg_pictures import load_segmentor, split_files, write_seg_pictures
+    from ufo_mm.visualization.seg_pictures import load_segmentor, split_files, write_seg_pictures
     model = load_segmentor(args.config, args.checkpoint, device=args.device,
                            cfg_options=args.cfg_options)
     if args.images:

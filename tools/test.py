@@ -12,8 +12,8 @@ import sys
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
-from ufo_mm.tools_common import (add_common_args, build_runner, library_of,  # noqa: E402
-                                 load_config)
+from ufo_mm.apis.builder import library_of  # noqa: E402
+from ufo_mm.apis.runner import add_common_args, build_runner, runner_config  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -40,7 +40,7 @@ def enable_show(cfg, show_dir: str):
 
 def main(argv=None):
     args = parse_args(argv)
-    cfg = load_config(args)
+    cfg = runner_config(args)
     cfg.load_from = args.checkpoint
     if args.show_dir:
         enable_show(cfg, args.show_dir)

@@ -12,7 +12,7 @@ import sys
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
-from ufo_mm.tools_common import add_common_args, build_runner, load_config  # noqa: E402
+from ufo_mm.apis.runner import add_common_args, build_runner, runner_config  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -29,7 +29,7 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    cfg = load_config(args)
+    cfg = runner_config(args)
     from ufo_mm.engine.resume import add_rng_state_hook
     add_rng_state_hook(cfg)  # checkpoints carry RNG states, so --resume is exact
     if args.amp:

@@ -8,7 +8,7 @@ from pathlib import Path
 import cv2
 import pytest
 
-from ufo_mm.demo.logs import evaluation_metrics
+from demo.logs import evaluation_metrics
 
 ROOT = Path(__file__).resolve().parents[2]
 

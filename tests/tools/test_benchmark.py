@@ -1,4 +1,4 @@
-"""tools/benchmark.py in quick mode on tiny inputs: the files it writes, the
+"""tools/benchmark.py (ufo_mm.benchmark) in quick mode on tiny inputs: the files it writes, the
 ratios, and that a case extrapolated past the memory budget is skipped instead
 of run. No timing assertions: the machine is shared."""
 import csv

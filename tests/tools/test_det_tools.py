@@ -177,37 +177,3 @@ def test_demo_learns_from_scratch(tmp_path):
                '--cfg-options', *data_options(root)], timeout=3600, threads=2)
     bbox, segm = map(float, MAP.findall(out)[-1])
     assert bbox >= 0.40 and segm >= 0.35, (bbox, segm)
-
-
-def test_composed_scene_pastes_objects_on_one_background(tmp_path):
-    """The high-resolution scene: objects keep their pixels and annotations, and
-    everything else is one continuous background (no tile edges that would look
-    like large square objects)."""
-    import importlib.util
-
-    import numpy as np
-    from pycocotools import mask as mask_utils
-
-    from ufo_mm.datasets import make_coco
-    spec = importlib.util.spec_from_file_location('infer_highres', REPO / 'tools/infer_highres.py')
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
-    make_coco(tmp_path, num_train=1, num_val=3, img_size=64)
-    ann_file = tmp_path / 'annotations' / 'instances_val2017.json'
-    canvas, gt = tool.compose_coco(ann_file, tmp_path / 'val2017', (256, 192), fraction=0.5,
-                                   seed=3)
-    assert canvas.shape == (256, 192, 3) and canvas.dtype == np.uint8
-    source = json.loads(ann_file.read_text())
-    rng = np.random.default_rng(3)
-    chosen = tool.grid_cells((256, 192), (64, 64), 0.5, rng)
-    expected = tool.background((256, 192), rng)
-    objects = np.zeros((256, 192), bool)
-    for a in gt['annotations']:
-        m = mask_utils.decode(mask_utils.merge(mask_utils.frPyObjects(a['segmentation'], 256, 192)))
-        assert m.sum() == a['area']
-        objects |= m.astype(bool)
-    assert len(gt['annotations']) == sum(
-        sum(a['image_id'] == source['images'][n % 3]['id'] for a in source['annotations'])
-        for n in range(len(chosen)))
-    assert (canvas[~objects] == expected[~objects]).all()
-    assert (canvas[objects] != expected[objects]).any(axis=-1).mean() > 0.9

@@ -3,7 +3,8 @@
 mmseg's OWN tools/train.py and tools/test.py (from the installed wheel) and the
 project's tools/train.py / tools/test.py train the synthetic demo config for a
 few iterations and evaluate its checkpoint (mIoU printed); tools/seg_pictures.py
-and tools/eval_resolutions.py write pictures and a per-resolution table.
+and tools/eval_resolutions.py write pictures and a per-resolution table (their
+logic: ufo_mm.visualization.seg_pictures, ufo_mm.evaluation.resolutions).
 The learning proof (mIoU >= 60 at 128 px, within 10 points at 2x) is slow.
 """
 import json
@@ -92,14 +93,21 @@ def test_project_tools_train_resume_and_test(ade_root, tmp_path):
     assert 0 <= miou_of(log) <= 100
 
 
+def eval_resolutions(args, timeout=600):
+    """tools/eval_resolutions.py ARGS; the rows of the JSON file it writes."""
+    run([REPO / 'tools/eval_resolutions.py', *args], iters=None, timeout=timeout)
+    json_file = Path(args[args.index('--work-dir') + 1]) / 'resolutions.json'
+    return json.loads(json_file.read_text())['results']
+
+
 def test_seg_pictures_tool(trained, ade_root, tmp_path):
-    sys.path.insert(0, str(REPO / 'tools'))
-    import seg_pictures
     work_dir, _ = trained
     out = tmp_path / 'pictures'
-    paths = seg_pictures.main([str(DEMO), str(work_dir / f'iter_{ITERS}.pth'),
-                               '--out-dir', str(out), '--num', '2', '--cfg-options',
-                               f'test_dataloader.dataset.data_root={ade_root}'])
+    log = run([REPO / 'tools/seg_pictures.py', DEMO, work_dir / f'iter_{ITERS}.pth',
+               '--out-dir', out, '--num', '2', '--cfg-options',
+               f'test_dataloader.dataset.data_root={ade_root}'])
+    assert f'2 pictures (image | ground truth | prediction) written to {out}' in log
+    paths = sorted(out.glob('*.png'))
     assert sorted(p.name for p in paths) == ['ADE_val_00000001.png', 'ADE_val_00000002.png']
     picture = cv2.imread(str(paths[0]))
     # image | ground truth | prediction, 64 px each with 4 px gaps, plus title and legend rows
@@ -107,13 +115,11 @@ def test_seg_pictures_tool(trained, ade_root, tmp_path):
 
 
 def test_eval_resolutions_tool(trained, tmp_path):
-    sys.path.insert(0, str(REPO / 'tools'))
-    import eval_resolutions
     work_dir, _ = trained
     args = [str(DEMO), str(work_dir / f'iter_{ITERS}.pth'), '--sizes', '64', '128',
             '--num-val', '2', '--data-dir', str(tmp_path / 'data'),
             '--work-dir', str(tmp_path / 'eval'), '--pictures', '1']
-    rows = eval_resolutions.main(args)
+    rows = eval_resolutions(args)
     assert [r['size'] for r in rows] == [64, 128]
     for row in rows:
         assert 0 <= row['mIoU'] <= 100 and row['images'] == 2
@@ -130,10 +136,10 @@ def test_eval_resolutions_tool(trained, tmp_path):
     saved = json.loads((tmp_path / 'eval' / 'resolutions.json').read_text())
     assert [r['mIoU'] for r in saved['results']] == [r['mIoU'] for r in rows]
     # slide mode with an explicit window runs on the cached data
-    rows = eval_resolutions.main(args[:2] + ['--sizes', '128', '--num-val', '2', '--data-dir',
-                                             str(tmp_path / 'data'), '--work-dir',
-                                             str(tmp_path / 'slide'), '--mode', 'slide',
-                                             '--crop-size', '64', '--stride', '48'])
+    rows = eval_resolutions(args[:2] + ['--sizes', '128', '--num-val', '2', '--data-dir',
+                                        str(tmp_path / 'data'), '--work-dir',
+                                        str(tmp_path / 'slide'), '--mode', 'slide',
+                                        '--crop-size', '64', '--stride', '48'])
     assert rows[0]['mode'] == 'slide' and 0 <= rows[0]['mIoU'] <= 100
 
 
@@ -148,11 +154,9 @@ def test_demo_learns_and_is_resolution_independent(tmp_path):
     run([REPO / 'tools/train.py', DEMO, '--amp', '--work-dir', work_dir, '--cfg-options',
          *data_options(root)], iters=None, timeout=3600)
     ckpt = sorted(work_dir.glob('iter_*.pth'))[-1]
-    sys.path.insert(0, str(REPO / 'tools'))
-    import eval_resolutions
-    rows = eval_resolutions.main([str(DEMO), str(ckpt), '--sizes', '128', '256',
-                                  '--num-val', '100', '--data-dir', str(data / 'res'),
-                                  '--work-dir', str(tmp_path / 'eval')])
+    rows = eval_resolutions([str(DEMO), str(ckpt), '--sizes', '128', '256',
+                             '--num-val', '100', '--data-dir', str(data / 'res'),
+                             '--work-dir', str(tmp_path / 'eval')], timeout=3600)
     miou = {r['size']: r['mIoU'] for r in rows}
     assert miou[128] >= 60, miou
     assert miou[256] >= miou[128] - 10, miou

@@ -3,7 +3,7 @@
 Reusable pieces for demos and tools (``tools/seg_pictures.py``,
 ``tools/eval_resolutions.py``)::
 
-    from ufo_mm.seg_pictures import load_segmentor, write_seg_pictures, split_files
+    from ufo_mm.visualization.seg_pictures import load_segmentor, write_seg_pictures, split_files
     model = load_segmentor('configs/ufo_vit/demo/upernet_ufo-vit-demo_synthetic.py', 'iter_2000.pth')
     pairs = split_files(model.cfg.test_dataloader.dataset, num=8)
     write_seg_pictures(model, pairs, 'work_dirs/pictures')
@@ -142,13 +142,14 @@ def split_files(dataset_cfg, num: Optional[int] = None) -> List[Tuple[Path, Opti
 
 def load_segmentor(config, checkpoint: Optional[str] = None, device: str = 'cpu',
                    cfg_options: Optional[dict] = None):
-    """mmseg ``init_model`` with ufo_mm registered and SyncBN turned into BN
-    (``init_model`` keeps SyncBN, which fails outside a process group)."""
-    import ufo_mm  # noqa: F401  registers UFOViT
-    from mmengine.model import revert_sync_batchnorm
-    from mmseg.apis import init_model
-    model = init_model(config, checkpoint, device=device, cfg_options=cfg_options)
-    return revert_sync_batchnorm(model)
+    """The segmentor of an mmseg config with its checkpoint
+    (:func:`ufo_mm.apis.builder.build_model`: SyncBN turned into BN,
+    ``model.cfg`` and ``model.dataset_meta`` set)."""
+    from ufo_mm.apis.builder import build_model, library_of
+    model = build_model(config, checkpoint, device=device, cfg_options=cfg_options)
+    if library_of(model.cfg) != 'mmseg':
+        raise ValueError(f'{config} is not an mmseg config')
+    return model
 
 
 def predict(model, img_path) -> np.ndarray:

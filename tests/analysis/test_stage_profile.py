@@ -1,23 +1,9 @@
-"""tools/profile_backbone.py: per-stage times of a UFO-ViT forward at several sizes."""
-import importlib.util
-from pathlib import Path
-
+"""ufo_mm.analysis.stage_profile (tools/profile_backbone.py): per-stage times
+of a UFO-ViT forward at several sizes."""
 import torch
 
+from ufo_mm.analysis import stage_profile
 from ufo_mm.models import UFOViT
-
-REPO = Path(__file__).resolve().parents[2]
-
-
-def load_tool():
-    spec = importlib.util.spec_from_file_location('profile_backbone',
-                                                  REPO / 'tools' / 'profile_backbone.py')
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-profile_backbone = load_tool()
 
 
 def test_stages_compose_the_forward():
@@ -35,17 +21,17 @@ def test_stages_compose_the_forward():
         torch.testing.assert_close(o, r)
 
 
-def test_report_per_stage_and_growth(capsys):
-    medians = profile_backbone.main(['tiny_12_p16', '--sizes', '128', '64', '--rounds', '1',
-                                     '--threads', '1', '--ops', '--top', '5'])
-    out = capsys.readouterr().out
+def test_report_per_stage_and_growth():
+    torch.set_num_threads(1)
+    medians, ops = stage_profile.profile_stages('tiny_12_p16', [128, 64], rounds=1, ops=True)
+    out = '\n'.join(stage_profile.stage_report(medians, ops, top=5))
     assert sorted(medians) == [64, 128]
     for times in medians.values():
-        assert len(times) == len(profile_backbone.STAGES) and min(times) > 0
+        assert len(times) == len(stage_profile.STAGES) and min(times) > 0
         # the total is timed around the three stages
         assert sum(times[:3]) <= times[3] * 1.001
     lines = {line.split('  ')[0]: line for line in out.splitlines()}
-    for stage in profile_backbone.STAGES:
+    for stage in stage_profile.STAGES:
         assert stage in lines, out
         assert len(lines[stage].split()[-3:]) == 3  # 64 ms, 128 ms, growth
     assert 'operator self time' in out

@@ -4,7 +4,8 @@ larger images -> a markdown report under ``work_dirs/demo/``.
 
 Every model step runs the project's own command-line tools in a subprocess
 (``tools/train.py``, ``tools/test.py``, ...), exactly as a user would, and
-stops the demo with a non-zero exit at the first failure.
+stops the demo with a non-zero exit at the first failure. It lives next to
+``tools/`` (not in the ``ufo_mm`` package) because it drives them.
 """
 import argparse
 import json
@@ -18,7 +19,7 @@ from pathlib import Path
 from .logs import loss_curve, evaluation_metrics
 from .report import markdown_table, plot_loss_curves, write_report
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 DET_CONFIG = ROOT / 'configs/ufo_vit/demo/mask-rcnn_ufo-vit-demo_synthetic.py'
 SEG_CONFIG = ROOT / 'configs/ufo_vit/demo/upernet_ufo-vit-demo_synthetic.py'
 

@@ -1,10 +1,8 @@
-"""tools/export_onnx.py and ufo_mm.export: ONNX files with dynamic H and W
-that onnxruntime runs at other resolutions than the traced one, matching
-PyTorch within 1e-4 (max |diff| / max |reference|)."""
-import importlib.util
+"""ufo_mm.deploy (onnx_export, targets) and tools/export_onnx.py: ONNX files
+with dynamic H and W that onnxruntime runs at other resolutions than the traced
+one, matching PyTorch within 1e-4 (max |diff| / max |reference|)."""
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import onnx
@@ -14,7 +12,9 @@ import torch
 import torch.nn as nn
 
 from tests.tiny_seg_training import REPO, make_data, tool_env, write_config
-from ufo_mm.export import AdaptiveAvgPool2dExportable, export_onnx, replace_adaptive_pools
+from ufo_mm.deploy.onnx_export import (AdaptiveAvgPool2dExportable, export_onnx,
+                                       replace_adaptive_pools)
+from ufo_mm.deploy.targets import export_target
 from ufo_mm.models import UFOViT
 
 TOOL = REPO / 'tools' / 'export_onnx.py'
@@ -28,24 +28,21 @@ def rel_err(ref: torch.Tensor, out: np.ndarray) -> float:
     return float(np.abs(ref - out).max() / np.abs(ref).max())
 
 
-@pytest.fixture(scope='module')
-def tool():
-    spec = importlib.util.spec_from_file_location('export_onnx_tool', TOOL)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def run_tool(*args):
+    return subprocess.run([sys.executable, str(TOOL), *map(str, args)], env=tool_env(),
+                          cwd=str(REPO), capture_output=True, text=True, timeout=300)
 
 
-def test_backbone_arch_export_dynamic_hw(tool, tmp_path, capsys):
+def test_backbone_arch_export_dynamic_hw(tmp_path):
     torch.manual_seed(0)
     model = UFOViT(arch='tiny_12_p16')
     model.init_weights()
     ckpt = tmp_path / 't12.pth'
     torch.save({'state_dict': model.state_dict()}, ckpt)
     out = tmp_path / 'ufo_t12.onnx'
-    tool.main(['tiny_12_p16', '--checkpoint', str(ckpt), '--out', str(out),
-               '--shape', '224', '320'])
-    assert 'feat0, feat1, feat2, feat3' in capsys.readouterr().out
+    module, metadata = export_target('tiny_12_p16', str(ckpt))
+    names = export_onnx(module, str(out), shape=(224, 320), metadata=metadata)
+    assert ', '.join(names) == 'feat0, feat1, feat2, feat3'
 
     session = ort.InferenceSession(str(out), providers=['CPUExecutionProvider'])
     dims = session.get_inputs()[0].shape
@@ -86,10 +83,7 @@ def test_upernet_segmentor_export_through_tool(tmp_path):
     ckpt = tmp_path / 'upernet.pth'
     torch.save({'state_dict': model.state_dict(), 'meta': {}}, ckpt)
     out = tmp_path / 'upernet.onnx'
-    proc = subprocess.run(
-        [sys.executable, str(TOOL), config, '--checkpoint', str(ckpt), '--out', str(out),
-         '--shape', '224', '320'],
-        env=tool_env(), cwd=str(REPO), capture_output=True, text=True, timeout=300)
+    proc = run_tool(config, '--checkpoint', ckpt, '--out', out, '--shape', 224, 320)
     assert proc.returncode == 0, proc.stderr[-4000:]
 
     meta = {p.key: p.value for p in onnx.load(str(out)).metadata_props}
@@ -145,13 +139,15 @@ def test_pyramid_pooling_exports_with_dynamic_shapes(tmp_path):
         assert rel_err(reference(x), y) < 1e-5
 
 
-def test_export_rejects_bad_arguments(tool, tmp_path):
-    with pytest.raises(SystemExit):
-        tool.main(['tiny_12_p16', '--out', str(tmp_path / 'x.onnx'), '--verify', '224'])
-    with pytest.raises(SystemExit, match='not found'):
-        tool.main([str(tmp_path / 'missing.py'), '--out', str(tmp_path / 'x.onnx')])
+def test_export_rejects_bad_arguments(tmp_path):
+    proc = run_tool('tiny_12_p16', '--out', tmp_path / 'x.onnx', '--verify', 224)
+    assert proc.returncode == 2 and '--verify takes pairs H W' in proc.stderr
+    with pytest.raises(FileNotFoundError, match='not found'):
+        export_target(str(tmp_path / 'missing.py'))
+    with pytest.raises(ValueError, match='backbone only'):
+        export_target('tiny_12_p16', part='neck')
     with pytest.raises(KeyError, match='unknown UFO-ViT arch'):
-        tool.main(['huge_99', '--out', str(tmp_path / 'x.onnx')])
+        export_target('huge_99')
 
 
 DET_CONFIG = '''
@@ -169,10 +165,7 @@ def test_detector_backbone_neck_export_through_tool(tmp_path):
     config = tmp_path / 'mask_rcnn_ufo.py'
     config.write_text(DET_CONFIG)
     out = tmp_path / 'det.onnx'
-    proc = subprocess.run(
-        [sys.executable, str(TOOL), str(config), '--out', str(out),
-         '--verify', '256', '256', '200', '145'],
-        env=tool_env(), cwd=str(REPO), capture_output=True, text=True, timeout=300)
+    proc = run_tool(config, '--out', out, '--verify', 256, 256, 200, 145)
     assert proc.returncode == 0, proc.stderr[-4000:]
     # five FPN levels at both sizes, each within 1e-4 of PyTorch (checked by --verify)
     lines = [line for line in proc.stdout.splitlines() if 'rel err' in line]

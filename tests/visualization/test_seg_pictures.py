@@ -1,9 +1,9 @@
-"""ufo_mm.seg_pictures: colouring, label loading and the side-by-side layout."""
+"""ufo_mm.visualization.seg_pictures: colouring, label loading and the side-by-side layout."""
 import cv2
 import numpy as np
 import pytest
 
-from ufo_mm.seg_pictures import (IGNORE_COLOUR, colour_labels, load_label, side_by_side,
+from ufo_mm.visualization.seg_pictures import (IGNORE_COLOUR, colour_labels, load_label, side_by_side,
                                  split_files)
 
 PALETTE = [[255, 0, 0], [0, 255, 0], [0, 0, 255]]

@@ -1,9 +1,12 @@
-"""Shared glue of ``tools/train.py`` and ``tools/test.py``: which library a config
-belongs to, work dirs, and the command-line overrides both tools accept."""
+"""What ``tools/train.py`` and ``tools/test.py`` share: the command-line
+arguments both accept, the config they make of them (overrides, launcher, work
+dir) and the Runner it asks for."""
 import os
 import os.path as osp
 
 from mmengine.config import Config, DictAction
+
+from .builder import load_config
 
 
 def add_common_args(parser):
@@ -19,28 +22,17 @@ def add_common_args(parser):
     return parser
 
 
-def load_config(args) -> Config:
+def runner_config(args) -> Config:
     """Config with overrides, launcher and work dir applied; ufo_mm imported."""
-    import ufo_mm  # noqa: F401  registers UFOViT even if the config forgets custom_imports
     if 'LOCAL_RANK' not in os.environ:
         os.environ['LOCAL_RANK'] = str(args.local_rank)
-    cfg = Config.fromfile(args.config)
-    if args.cfg_options:
-        cfg.merge_from_dict(args.cfg_options)
+    cfg = load_config(args.config, args.cfg_options)
     cfg.launcher = args.launcher
     if args.work_dir is not None:
         cfg.work_dir = args.work_dir
     elif cfg.get('work_dir') is None:
         cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
     return cfg
-
-
-def library_of(cfg: Config) -> str:
-    """'mmdet' or 'mmseg', from the config's default_scope."""
-    scope = cfg.get('default_scope')
-    if scope not in ('mmdet', 'mmseg'):
-        raise ValueError(f"config default_scope must be 'mmdet' or 'mmseg', got {scope!r}")
-    return scope
 
 
 def build_runner(cfg: Config):

@@ -1,6 +1,6 @@
-"""tools/get_flops.py against a multiply-add count written out by hand from the
-architecture (docs/model.md sections 2-6), independently of any counting library."""
-import importlib.util
+"""ufo_mm.analysis.complexity (and tools/get_flops.py, its command line) against
+a multiply-add count written out by hand from the architecture (docs/model.md
+sections 2-6), independently of any counting library."""
 import math
 import os
 import subprocess
@@ -10,17 +10,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from ufo_mm.analysis import complexity as flops
+
 REPO = Path(__file__).resolve().parents[2]
-
-
-def load_tool():
-    spec = importlib.util.spec_from_file_location('get_flops', REPO / 'tools' / 'get_flops.py')
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-get_flops = load_tool()
 
 ARCHS = {  # embed dims, heads, blocks built (last out index + 1), patch
     'small_12_p16': (384, 8, 12, 16),
@@ -69,9 +61,9 @@ def analytic_macs(C, heads, depth, patch, H, W, attention='ufo'):
                                         ('tiny_12_p8', (160, 224))])
 def test_backbone_macs_match_analytic_count(arch, shape):
     C, heads, depth, patch = ARCHS[arch]
-    model = get_flops.build_backbone(arch)
+    model = flops.build_backbone(arch)
     with torch.no_grad():
-        result = get_flops.complexity(model, (torch.randn(1, 3, *shape),))
+        result = flops.complexity(model, (torch.randn(1, 3, *shape),))
     expected = analytic_macs(C, heads, depth, patch, *shape)
     assert result['macs'] == pytest.approx(expected, rel=0.05)
     assert result['params'] == sum(p.numel() for p in model.parameters())
@@ -79,10 +71,10 @@ def test_backbone_macs_match_analytic_count(arch, shape):
 
 def test_attention_matmuls_are_counted():
     """Without them the attention would count as its two projections alone."""
-    model = get_flops.build_backbone('small_12_p16')
+    model = flops.build_backbone('small_12_p16')
     H = W = 512
     with torch.no_grad():
-        result = get_flops.complexity(model, (torch.randn(1, 3, H, W),))
+        result = flops.complexity(model, (torch.randn(1, 3, H, W),))
     N, C, d, h = (H // 16) * (W // 16), 384, 48, 8
     attn = result['macs_by_module']['blocks.0.attn']
     projections = 4 * N * C * C
@@ -95,9 +87,9 @@ def test_attention_matmuls_are_counted():
 
 def test_softmax_attention_counted_quadratically():
     C, heads, depth, patch = ARCHS['small_12_p16']
-    model = get_flops.build_backbone('small_12_p16', attn_type='softmax')
+    model = flops.build_backbone('small_12_p16', attn_type='softmax')
     with torch.no_grad():
-        result = get_flops.complexity(model, (torch.randn(1, 3, 256, 256),))
+        result = flops.complexity(model, (torch.randn(1, 3, 256, 256),))
     expected = analytic_macs(C, heads, depth, patch, 256, 256, attention='softmax')
     assert result['macs'] == pytest.approx(expected, rel=0.05)
 
@@ -117,13 +109,13 @@ def test_handles_broadcast_and_batched_matmuls():
             return self.s
 
     # (B, h, d, d) @ (h, d, C): the batch is broadcast to B x h.
-    assert get_flops.matmul_macs([Shape(2, 8, 48, 48), Shape(8, 48, 384)], []) == \
+    assert flops.matmul_macs([Shape(2, 8, 48, 48), Shape(8, 48, 384)], []) == \
         2 * 8 * 48 * 48 * 384
     # (h, d, C) first, broadcast against a (B, h, ...) second operand
-    assert get_flops.matmul_macs([Shape(8, 5, 7), Shape(3, 8, 7, 2)], []) == 3 * 8 * 5 * 7 * 2
-    assert get_flops.baddbmm_macs([Shape(4, 6, 9), Shape(4, 6, 5), Shape(4, 5, 9)], []) == \
+    assert flops.matmul_macs([Shape(8, 5, 7), Shape(3, 8, 7, 2)], []) == 3 * 8 * 5 * 7 * 2
+    assert flops.baddbmm_macs([Shape(4, 6, 9), Shape(4, 6, 5), Shape(4, 5, 9)], []) == \
         4 * 6 * 5 * 9
-    assert get_flops.sdpa_macs([Shape(1, 6, 100, 64), Shape(1, 6, 50, 64),
+    assert flops.sdpa_macs([Shape(1, 6, 100, 64), Shape(1, 6, 50, 64),
                                 Shape(1, 6, 50, 32)], []) == 6 * 100 * 50 * (64 + 32)
 
 
@@ -144,11 +136,13 @@ def test_full_model_config_counts_backbone_and_heads():
     config = REPO / 'configs/ufo_vit/upernet/upernet_ufo-vit-t12-p16_8xb2-160k_ade20k-512x512.py'
     if not config.exists():
         pytest.skip('UperNet config not present')
-    model, scope = get_flops.build_from_config(str(config))
+    from ufo_mm.apis.builder import build_model, library_of
+    model = build_model(str(config))
+    scope = library_of(model.cfg)
     assert scope == 'mmseg'
-    inputs = get_flops.full_model_inputs(model, scope, 256, 256)
+    inputs = flops.full_model_inputs(model, scope, 256, 256)
     with torch.no_grad():
-        result = get_flops.complexity(model, inputs)
+        result = flops.complexity(model, inputs)
     by = result['macs_by_module']
     assert by['backbone'] == pytest.approx(analytic_macs(192, 4, 12, 16, 256, 256), rel=0.05)
     assert by['decode_head'] > 0

@@ -1,0 +1,43 @@
+"""What a process uses, from Linux's /proc and getrusage: resident memory now
+and its high-water mark, and the CPU the rest of the machine took meanwhile
+(a shared machine's noise)."""
+import os
+import resource
+import time
+from typing import Tuple, Union
+
+
+def rss_bytes(pid: Union[int, str] = 'self') -> int:
+    """Resident set of process ``pid`` (this one by default) now, in bytes; 0
+    for another process that has gone."""
+    try:
+        with open(f'/proc/{pid}/statm') as f:
+            return int(f.read().split()[1]) * os.sysconf('SC_PAGE_SIZE')
+    except (OSError, ValueError, IndexError):
+        if pid == 'self':
+            raise
+        return 0
+
+
+def peak_rss_bytes() -> int:
+    """This process's resident-set high-water mark (``ru_maxrss``), in bytes."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
+
+
+def cpu_jiffies() -> Tuple[int, int]:
+    """(busy jiffies of the whole machine, steal included; jiffies of this process)."""
+    with open('/proc/stat') as f:
+        user, nice, system, idle, iowait, irq, softirq, steal = map(int, f.readline().split()[1:9])
+    with open('/proc/self/stat') as f:
+        fields = f.read().rsplit(')', 1)[1].split()
+    return user + nice + system + irq + softirq + steal, int(fields[11]) + int(fields[12])
+
+
+def other_cpu_cores(jiffies_before, t_start: float) -> float:
+    """CPU the rest of the machine used since ``cpu_jiffies()`` gave
+    ``jiffies_before`` at ``t_start`` (``time.perf_counter()``; other processes,
+    hypervisor steal), in cores."""
+    (busy0, own0), (busy1, own1) = jiffies_before, cpu_jiffies()
+    other = ((busy1 - busy0) - (own1 - own0)) / os.sysconf('SC_CLK_TCK') / \
+        max(time.perf_counter() - t_start, 1e-6)
+    return max(0., other)
