@@ -7,7 +7,8 @@
 # Schedule length: one variable, from the environment (default below), e.g.
 #   UFO_SEG_DEMO_ITERS=300 python tools/train.py ...
 _base_ = [
-    'mmseg::_base_/models/upernet_r50.py', 'mmseg::_base_/default_runtime.py'
+    'mmseg::_base_/models/upernet_r50.py', 'mmseg::_base_/default_runtime.py',
+    '../_base_/schedules/ufo-vit_no-decay.py',
 ]
 custom_imports = dict(imports=['ufo_mm'], allow_failed_imports=False)
 
@@ -90,9 +91,7 @@ optim_wrapper = dict(
     type='AutoPrecisionOptimWrapper',
     optimizer=dict(type='AdamW', lr=2e-3, betas=(0.9, 0.999), weight_decay=0.01),
     clip_grad=dict(max_norm=1.0),
-    paramwise_cfg=dict(
-        norm_decay_mult=0.,
-        custom_keys={'gamma': dict(decay_mult=0.), 'pos_embed': dict(decay_mult=0.)}))
+    paramwise_cfg=_base_.no_decay)
 param_scheduler = [
     dict(type='LinearLR', start_factor=1e-3, by_epoch=False, begin=0, end=warmup_iters),
     dict(type='PolyLR', eta_min=0., power=1.0, by_epoch=False, begin=warmup_iters,
