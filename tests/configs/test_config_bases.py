@@ -1,10 +1,12 @@
 """The shared bases of configs/ufo_vit/_base_: every family (Mask R-CNN, Cascade
 Mask R-CNN, RetinaNet, UperNet, Semantic FPN) and both demos resolve to the same
-no-decay rules, the real recipes to the same backbone.
+no-decay rules, the real recipes to the same backbone; each demo's schedule
+follows its one knob, ``train_cfg.max_iters``.
 """
 from pathlib import Path
 
 import pytest
+import torch
 from mmengine.config import Config
 
 REPO = Path(__file__).resolve().parents[2]
@@ -50,3 +52,63 @@ def test_real_recipes_share_the_backbone(resolved):
         assert resolved[name].custom_imports.imports == ['ufo_mm']
     for name in DEMOS:
         assert resolved[f'demo-{name}'].model.backbone.norm_cfg.type == 'BN'
+
+
+class ToyModel(torch.nn.Module):
+    """The smallest model a Runner trains: one weight, a squared loss."""
+
+    def __init__(self):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.ones(1))
+
+    def train_step(self, data, optim_wrapper):
+        loss = (self.w * data).pow(2).mean()
+        optim_wrapper.update_params(loss)
+        return dict(loss=loss)
+
+
+def train_demo_schedule(rel: str, work_dir: Path, options: dict):
+    """The demo's train loop, schedulers and checkpoint hook, after ``--cfg-options``
+    ``options``, run by a Runner on a one-weight model (plain AdamW: only the
+    schedule matters here)."""
+    from mmengine.runner import Runner
+    cfg = load(rel)
+    cfg.merge_from_dict(options)
+    runner = Runner(
+        model=ToyModel(), work_dir=str(work_dir),
+        train_dataloader=dict(dataset=torch.ones(4, 1), batch_size=1,
+                              sampler=dict(type='InfiniteSampler', shuffle=False),
+                              collate_fn=dict(type='default_collate')),
+        train_cfg=cfg.train_cfg.to_dict(),
+        optim_wrapper=dict(type='OptimWrapper',
+                           optimizer=dict(type='AdamW', lr=cfg.optim_wrapper.optimizer.lr)),
+        param_scheduler=cfg.param_scheduler.copy(),
+        default_hooks=dict(checkpoint=cfg.default_hooks.checkpoint.to_dict()),
+        default_scope='mmengine', log_level='WARNING')
+    runner.train()
+    return cfg, runner
+
+
+@pytest.mark.parametrize('demo', sorted(DEMOS))
+@pytest.mark.parametrize('iters', [37, 3])  # 3: shorter than the warm-up
+def test_demo_schedule_follows_train_cfg_max_iters(demo, iters, tmp_path):
+    rel = DEMOS[demo]
+    default = load(rel)
+    assert default.train_cfg.max_iters > 37
+    assert 'max_iters' not in default and 'warmup_iters' not in default  # no stale copies
+    cfg, runner = train_demo_schedule(rel, tmp_path, {'train_cfg.max_iters': iters})
+    assert cfg.train_cfg.max_iters == iters == runner.iter
+    warmup, decay = runner.param_schedulers
+    assert (type(warmup).__name__, warmup.end) == ('LinearLR', 100)
+    # the decay has no `end` of its own: the Runner ends it at the overridden length
+    assert 'end' not in cfg.param_scheduler[1]
+    assert (decay.begin, decay.end) == (0, iters)
+    # validation happens at the end of training whatever the length; the last checkpoint
+    # is written at max_iters (and only that one is kept)
+    assert cfg.train_cfg.val_interval >= 1000000 and cfg.default_hooks.checkpoint.save_last
+    assert sorted(p.name for p in tmp_path.glob('iter_*.pth')) == [f'iter_{iters}.pth']
+
+
+def test_demos_have_no_environment_knob():
+    for rel in DEMOS.values():
+        assert '$' not in (CONFIGS / rel).read_text()
