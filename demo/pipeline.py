@@ -77,10 +77,10 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-def run_tool(args_list, log_path: Path, threads=None, env_extra=None):
+def run_tool(args_list, log_path: Path, threads=None):
     """Run ``python <tool> ...`` from the repository root, showing its output
     and keeping a copy in ``log_path``; raise StepFailed on a non-zero exit."""
-    env = dict(os.environ, **(env_extra or {}))
+    env = dict(os.environ)
     if threads:
         env['OMP_NUM_THREADS'] = str(threads)
     cmd = [sys.executable] + [str(a) for a in args_list]
@@ -104,9 +104,13 @@ def arch_override(arch: str):
     return value, resolve_arch(value)['embed_dims']
 
 
-def derived_config(base: Path, out: Path, body: str) -> Path:
+def derived_config(base: Path, out: Path, body: str, max_iters: int = 0) -> Path:
     """A config inheriting ``base`` with ``body`` on top, kept in the work dir so
-    the user sees exactly what ran."""
+    the user sees exactly what ran. ``max_iters`` (0: the base's) sets the demo
+    configs' one schedule knob, ``train_cfg.max_iters``: their decay, final
+    evaluation and last checkpoint follow it."""
+    if max_iters:
+        body += f'\ntrain_cfg = dict(max_iters={max_iters})'
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(f'_base_ = {str(base)!r}\n{body}\ncustom_hooks = [dict(type=\'TimeEstimateHook\')]\n')
     return out
@@ -119,12 +123,10 @@ def det_config(args, data_root: Path, out: Path) -> Path:
              "test_dataloader = val_dataloader",
              "val_evaluator = dict(ann_file=_data + 'annotations/instances_val2017.json')",
              "test_evaluator = val_evaluator"]
-    if args.det_iters:
-        lines.append(f'train_cfg = dict(max_iters={args.det_iters})')
     if args.arch:
         arch, C = arch_override(args.arch)
         lines.append(f'model = dict(backbone=dict(arch={arch!r}), neck=dict(in_channels=[{C}] * 4))')
-    return derived_config(DET_CONFIG, out, '\n'.join(lines))
+    return derived_config(DET_CONFIG, out, '\n'.join(lines), args.det_iters)
 
 
 def seg_config(args, data_root: Path, out: Path) -> Path:
@@ -132,14 +134,12 @@ def seg_config(args, data_root: Path, out: Path) -> Path:
              "train_dataloader = dict(dataset=dict(data_root=_data))",
              "val_dataloader = dict(dataset=dict(data_root=_data))",
              "test_dataloader = val_dataloader"]
-    # The seg demo config derives its schedule (poly decay end, checkpoint and
-    # validation interval) from UFO_SEG_DEMO_ITERS; train_and_test sets it.
     if args.arch:
         arch, C = arch_override(args.arch)
         lines.append(f'model = dict(backbone=dict(arch={arch!r}), '
                      f'decode_head=dict(in_channels=[{C}] * 4), '
                      f'auxiliary_head=dict(in_channels={C}))')
-    return derived_config(SEG_CONFIG, out, '\n'.join(lines))
+    return derived_config(SEG_CONFIG, out, '\n'.join(lines), args.seg_iters)
 
 
 def latest_checkpoint(work_dir: Path) -> Path:
@@ -162,11 +162,10 @@ def make_data(args, data_dir: Path):
     return coco, Path(ade)
 
 
-def train_and_test(name, config: Path, work: Path, threads, test_args=(), env_extra=None):
+def train_and_test(name, config: Path, work: Path, threads, test_args=()):
     """tools/train.py then tools/test.py on the last checkpoint; returns
     (checkpoint, metrics read back from the test run's evaluation log)."""
-    run_tool(['tools/train.py', config, '--work-dir', work], work / 'train.out', threads,
-             env_extra)
+    run_tool(['tools/train.py', config, '--work-dir', work], work / 'train.out', threads)
     ckpt = latest_checkpoint(work)
     test_dir = work / 'test'
     run_tool(['tools/test.py', config, ckpt, '--work-dir', test_dir, *test_args],
@@ -224,9 +223,8 @@ def main(argv=None) -> int:
             pictures += [Path(r['picture']) for r in rows]
         if not args.skip_seg:
             cfg = seg_config(args, ade, work / 'configs' / 'seg_demo.py')
-            env = {'UFO_SEG_DEMO_ITERS': str(args.seg_iters)} if args.seg_iters else None
             ckpt, m = step('UperNet: train + evaluate', train_and_test, 'seg', cfg,
-                           work / 'seg', args.threads, (), env)
+                           work / 'seg', args.threads)
             curves['UperNet'] = loss_curve(work / 'seg')
             metric_rows.append(['UFO-ViT UperNet', 'mIoU (%)', m['mIoU']])
             step('UperNet: prediction pictures', run_tool,

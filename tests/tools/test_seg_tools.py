@@ -24,16 +24,16 @@ IMG = 64
 ITERS = 2
 
 
-def data_options(data_root):
+def data_options(data_root, iters=ITERS):
+    """--cfg-options values: the data under ``data_root``, ``iters`` iterations through
+    the demo's one schedule knob (None: the config's default schedule)."""
+    schedule = [] if iters is None else [f'train_cfg.max_iters={iters}']
     return [f'{loader}.dataset.data_root={data_root}'
-            for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader')]
+            for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader')] + schedule
 
 
-def run(args, iters=ITERS, timeout=600):
+def run(args, timeout=600):
     env = dict(os.environ, OMP_NUM_THREADS='1', MKL_NUM_THREADS='1', PYTHONPATH=str(REPO))
-    env.pop('UFO_SEG_DEMO_ITERS', None)
-    if iters is not None:  # None: the config's default schedule
-        env['UFO_SEG_DEMO_ITERS'] = str(iters)
     proc = subprocess.run([sys.executable, *map(str, args)], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=timeout)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -152,7 +152,7 @@ def test_demo_learns_and_is_resolution_independent(tmp_path):
     root = make_ade20k(data, num_train=1000, num_val=100, img_size=128)
     work_dir = tmp_path / 'work'
     run([REPO / 'tools/train.py', DEMO, '--amp', '--work-dir', work_dir, '--cfg-options',
-         *data_options(root)], iters=None, timeout=3600)
+         *data_options(root, iters=None)], timeout=3600)
     ckpt = sorted(work_dir.glob('iter_*.pth'))[-1]
     rows = eval_resolutions([str(DEMO), str(ckpt), '--sizes', '128', '256',
                              '--num-val', '100', '--data-dir', str(data / 'res'),

@@ -15,6 +15,7 @@ _base_ = [
     'mmdet::_base_/models/mask-rcnn_r50_fpn.py',
     'mmdet::_base_/datasets/coco_instance.py',
     'mmdet::_base_/default_runtime.py',
+    '../_base_/schedules/ufo-vit_no-decay.py',
 ]
 custom_imports = dict(imports=['ufo_mm'], allow_failed_imports=False)
 
@@ -114,9 +115,7 @@ param_scheduler = [
 optim_wrapper = dict(
     type='OptimWrapper',
     optimizer=dict(type='AdamW', lr=lr, betas=(0.9, 0.999), weight_decay=0.05),
-    paramwise_cfg=dict(
-        norm_decay_mult=0.,
-        custom_keys={'.gamma': dict(decay_mult=0.), 'pos_embed': dict(decay_mult=0.)}),
+    paramwise_cfg=_base_.no_decay,
     clip_grad=dict(max_norm=10., norm_type=2))
 
 default_hooks = dict(

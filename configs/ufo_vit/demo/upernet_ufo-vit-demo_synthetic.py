@@ -4,15 +4,16 @@
 #   python tools/make_demo_data.py ade20k --num-train 1000 --num-val 100 --img-size 128
 # Train and evaluate (mIoU on the validation split, drawn from an unseen seed):
 #   python tools/train.py configs/ufo_vit/demo/upernet_ufo-vit-demo_synthetic.py
-# Schedule length: one variable, from the environment (default below), e.g.
-#   UFO_SEG_DEMO_ITERS=300 python tools/train.py ...
+# Schedule length: the ONLY knob is train_cfg.max_iters, as in the detection demo; the poly
+# decay (ended by the Runner at max_iters), the validation and the last checkpoint all
+# follow it:
+#   python tools/train.py CONFIG --cfg-options train_cfg.max_iters=300
 _base_ = [
-    'mmseg::_base_/models/upernet_r50.py', 'mmseg::_base_/default_runtime.py'
+    'mmseg::_base_/models/upernet_r50.py', 'mmseg::_base_/default_runtime.py',
+    '../_base_/schedules/ufo-vit_no-decay.py',
 ]
 custom_imports = dict(imports=['ufo_mm'], allow_failed_imports=False)
 
-max_iters = {{'$UFO_SEG_DEMO_ITERS:2000'}}
-warmup_iters = max(1, min(100, max_iters // 10))  # needs max_iters >= 2
 crop_size = (128, 128)
 data_root = 'data/synthetic_ade20k/ADEChallengeData2016'
 embed_dims = 128
@@ -90,20 +91,23 @@ optim_wrapper = dict(
     type='AutoPrecisionOptimWrapper',
     optimizer=dict(type='AdamW', lr=2e-3, betas=(0.9, 0.999), weight_decay=0.01),
     clip_grad=dict(max_norm=1.0),
-    paramwise_cfg=dict(
-        norm_decay_mult=0.,
-        custom_keys={'gamma': dict(decay_mult=0.), 'pos_embed': dict(decay_mult=0.)}))
-param_scheduler = [
-    dict(type='LinearLR', start_factor=1e-3, by_epoch=False, begin=0, end=warmup_iters),
-    dict(type='PolyLR', eta_min=0., power=1.0, by_epoch=False, begin=warmup_iters,
-         end=max_iters)
-]
-train_cfg = dict(type='IterBasedTrainLoop', max_iters=max_iters, val_interval=max_iters)
+    paramwise_cfg=_base_.no_decay)
+
+# Iteration-based schedule; validation and the last checkpoint at max_iters.
+train_cfg = dict(type='IterBasedTrainLoop', max_iters=2000, val_interval=1000000)
 val_cfg = dict(type='ValLoop')
 test_cfg = dict(type='TestLoop')
+# Linear warm-up over the first 100 iterations, poly decay to 0 over the whole run. The
+# poly decay has no `end`: the Runner ends it at train_cfg.max_iters, so the schedule
+# follows the length; any length works (runs under 100 iterations end inside the warm-up).
+param_scheduler = [
+    dict(type='LinearLR', start_factor=1e-3, by_epoch=False, begin=0, end=100),
+    dict(type='PolyLR', eta_min=0., power=1.0, by_epoch=False, begin=0),
+]
 default_hooks = dict(
     logger=dict(type='LoggerHook', interval=50, log_metric_by_epoch=False),
-    checkpoint=dict(type='CheckpointHook', by_epoch=False, interval=max_iters, max_keep_ckpts=1),
+    checkpoint=dict(type='CheckpointHook', by_epoch=False, interval=1000000,
+                    save_last=True, max_keep_ckpts=1),
     # draws nothing unless asked (test.py --show-dir); then every image, not every 50th
     visualization=dict(type='SegVisualizationHook', interval=1))
 env_cfg = dict(cudnn_benchmark=False, mp_cfg=dict(mp_start_method='fork', opencv_num_threads=1),

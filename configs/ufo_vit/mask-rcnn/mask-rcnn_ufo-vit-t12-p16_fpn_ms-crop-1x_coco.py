@@ -1,10 +1,7 @@
 # Mask R-CNN + FPN, UFO-ViT-T12/16 backbone, multi-scale + crop training, 1x (12 epochs).
-_base_ = './mask-rcnn_ufo-vit-t12-p16_fpn_ms-crop-3x_coco.py'
+_base_ = ['./_base_/mask-rcnn_ufo-vit_fpn_ms-crop_coco.py',
+          '../_base_/schedules/coco_adamw_1x.py']
 
-max_epochs = 12
-train_cfg = dict(max_epochs=max_epochs)
-param_scheduler = [
-    dict(type='LinearLR', start_factor=0.001, by_epoch=False, begin=0, end=1000),
-    dict(type='MultiStepLR', begin=0, end=max_epochs, by_epoch=True,
-         milestones=[8, 11], gamma=0.1),
-]
+model = dict(
+    backbone=dict(arch='tiny_12_p16', drop_path_rate=0.0),
+    neck=dict(in_channels=[192, 192, 192, 192]))

@@ -1,6 +1,7 @@
 # Mask R-CNN + FPN, UFO-ViT-T12/16 backbone, multi-scale + crop training, 3x (36 epochs).
 # XCiT-T12/16 anchor (box/mask AP): 42.7 / 38.5 (3x)
-_base_ = './_base_/mask-rcnn_ufo-vit_fpn_ms-crop-3x_coco.py'
+_base_ = ['./_base_/mask-rcnn_ufo-vit_fpn_ms-crop_coco.py',
+          '../_base_/schedules/coco_adamw_3x.py']
 
 model = dict(
     backbone=dict(arch='tiny_12_p16', drop_path_rate=0.0),
