@@ -1,4 +1,4 @@
-# XCiT's ADE20K optimizer (PAPER.md section 6) on mmseg's 160k schedule: AdamW lr 6e-5,
+# XCiT's ADE20K optimizer (docs/model.md section 7) on mmseg's 160k schedule: AdamW lr 6e-5,
 # weight decay 0.01 with the UFO-ViT no-decay rules, linear warm-up over 1500 iterations,
 # then poly (power 1) decay to 0. lr set for 16 images per iteration (8 GPUs x 2); on
 # another number of GPUs pass --auto-scale-lr (tools/train.py) to scale it.

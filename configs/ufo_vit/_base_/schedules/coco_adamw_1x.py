@@ -1,4 +1,4 @@
-# XCiT's COCO optimizer (PAPER.md section 6) on mmdet's 1x schedule (12 epochs, lr x0.1
+# XCiT's COCO optimizer (docs/model.md section 7) on mmdet's 1x schedule (12 epochs, lr x0.1
 # at epochs 8 and 11): AdamW lr 1e-4, weight decay 0.05 with the UFO-ViT no-decay rules,
 # 1000 iterations of linear warm-up; lr set for 16 images per iteration (8 GPUs x 2),
 # --auto-scale-lr scales it (mmdet's auto_scale_lr, base_batch_size=16).

@@ -1,4 +1,4 @@
-# Mask R-CNN + FPN with a UFO-ViT backbone on COCO: XCiT's detection recipe (PAPER.md
+# Mask R-CNN + FPN with a UFO-ViT backbone on COCO: XCiT's detection recipe (docs/model.md
 # section 6), which UFO-ViT follows, less its schedule: the S12/16 backbone with SyncBN,
 # DETR-style multi-scale + crop training, 16 images per iteration (8 GPUs x 2).
 # Each file next to it adds a schedule (AdamW with no decay on norms, layer scales and the
