@@ -1,5 +1,5 @@
 # Mask R-CNN + FPN with a UFO-ViT backbone on COCO: XCiT's detection recipe (docs/model.md
-# section 6), which UFO-ViT follows, less its schedule: the S12/16 backbone with SyncBN,
+# section 7), which UFO-ViT follows, less its schedule: the S12/16 backbone with SyncBN,
 # DETR-style multi-scale + crop training, 16 images per iteration (8 GPUs x 2).
 # Each file next to it adds a schedule (AdamW with no decay on norms, layer scales and the
 # position encoding; 1x or 3x) and changes the arch, its drop path and the FPN width.
