@@ -81,9 +81,10 @@ PYTAG="$("$VPY" -c 'import sys; print(f"cp{sys.version_info[0]}{sys.version_info
 WHEEL="$(ls "$CACHE"/mmcv-"$MMCV_VERSION"-"$PYTAG"-*.whl 2>/dev/null | head -n1 || true)"
 if [ -z "$WHEEL" ]; then
   step "$CURRENT_STEP: building from source (6 to 13 minutes on 2 cores, by CPU kind)"
+  # --no-cache-dir: pip would reuse its cached wheel, built against another torch
   BUILD="$(mktemp -d)"
   (cd "$BUILD" && MMCV_WITH_OPS=1 MAX_JOBS="${MAX_JOBS:-2}" FORCE_CUDA=0 \
-     "$VPY" -m pip --disable-pip-version-check wheel --no-build-isolation --no-deps \
+     "$VPY" -m pip --disable-pip-version-check wheel --no-cache-dir --no-build-isolation --no-deps \
      "mmcv==$MMCV_VERSION" -w "$BUILD")
   WHEEL_BUILT="$(ls "$BUILD"/mmcv-*.whl)"
   cp "$WHEEL_BUILT" "$CACHE/"
