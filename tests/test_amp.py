@@ -1,6 +1,7 @@
 """Mixed precision: ``tools/train.py --amp`` (bf16 autocast on CPU, fp16
 ``AmpOptimWrapper`` on GPU) and UFO attention's finiteness in half precision
 at the token counts of 2048 x 2048 images."""
+import copy
 import math
 
 import pytest
@@ -52,12 +53,12 @@ def test_seg_demo_precision_follows_the_cpu(monkeypatch, native):
     cfg = Config.fromfile(str(DEMO_SEG))
     model = nn.Sequential(nn.Linear(8, 8), nn.LayerNorm(8), nn.Linear(8, 1))
     x = torch.randn(4, 8)
-    wrapper = build_optim_wrapper(model, cfg.optim_wrapper)
+    wrapper = build_optim_wrapper(model, copy.deepcopy(cfg.optim_wrapper))
     assert wrapper.autocast is native
     with wrapper.optim_context(model):
         assert model(x).dtype == (torch.bfloat16 if native else torch.float32)
     assert len(messages) == (0 if native else 1)
-    forced = {kind: build_optim_wrapper(model, Config(dict(cfg.optim_wrapper, type=kind)))
+    forced = {kind: build_optim_wrapper(model, dict(copy.deepcopy(cfg.optim_wrapper), type=kind))
               for kind in ('OptimWrapper', 'BF16AutocastOptimWrapper')}
     if not native:
         assert 'not native' in messages[0] and 'training in fp32' in messages[0]

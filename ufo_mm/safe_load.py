@@ -130,6 +130,11 @@ def _allowed_while_loading() -> Iterator[None]:
     leaving a ``safe_globals`` scope removes what it added.
     """
     with _LOAD_LOCK:
+        if not hasattr(torch.serialization, 'safe_globals'):
+            # torch 2.4 has only the process-wide allow-list
+            torch.serialization.add_safe_globals(SAFE_GLOBALS)
+            yield
+            return
         already = set(torch.serialization.get_safe_globals())
         missing = [g for g in SAFE_GLOBALS if g not in already]
         with torch.serialization.safe_globals(missing):
@@ -235,6 +240,10 @@ def install_mmengine_safe_loader() -> None:
     ``mmengine.runner.checkpoint.CheckpointLoader``; URL schemes (``http://``,
     ``open-mmlab://``, ...) keep mmengine's loaders.  Idempotent.
     """
+    if not hasattr(torch.serialization, 'add_safe_globals'):
+        # torch < 2.4 cannot extend its weights-only unpickler, and loads full
+        # pickles by default: mmengine's own loader stays, as without ufo_mm.
+        return
     # Imported here: mmengine.runner pulls in the whole runner package.
     from mmengine.runner.checkpoint import CheckpointLoader
 

@@ -1,4 +1,5 @@
-"""UFO attention against an independent float64 transcription of the paper's math."""
+"""UFO attention against an independent float64 transcription of its equations
+(docs/model.md section 1)."""
 import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
@@ -10,7 +11,7 @@ from .memory_tracker import LiveTensorTracker
 
 
 def reference_ufo(x, w_qkv, b_qkv, w_proj, b_proj, heads, gamma_q, gamma_kv, kv_dim, eps):
-    """PAPER.md section 1 in float64 with explicit per-head loops."""
+    """docs/model.md section 1 (UFO attention) in float64 with explicit per-head loops."""
     x = x.double()
     B, N, C = x.shape
     d = C // heads

@@ -6,8 +6,8 @@ import torch
 
 from ufo_mm.models import ARCH_ZOO, UFOViT, arch_names, resolve_arch
 
-# PAPER.md section 4 (XCiT classification models, p16), in parameters.
-PAPER_PARAMS = {'tiny_12': 6.7e6, 'small_12': 26e6, 'small_24': 48e6, 'medium_24': 84e6}
+# XCiT classification models, p16, in parameters (docs/model.md section 4).
+XCIT_CLS_PARAMS = {'tiny_12': 6.7e6, 'small_12': 26e6, 'small_24': 48e6, 'medium_24': 84e6}
 
 
 def classification_only_params(C, num_classes=1000):
@@ -28,7 +28,7 @@ def trunk_params(model):
 def test_trunk_params_match_paper(size, patch):
     model = UFOViT(arch=f'{size}_p{patch}')
     C = ARCH_ZOO[size]['embed_dims']
-    expected = PAPER_PARAMS[size] - classification_only_params(C)
+    expected = XCIT_CLS_PARAMS[size] - classification_only_params(C)
     assert trunk_params(model) == pytest.approx(expected, rel=0.03)
 
 

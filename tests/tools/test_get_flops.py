@@ -1,5 +1,5 @@
 """tools/get_flops.py against a multiply-add count written out by hand from the
-architecture (PAPER.md sections 2-5), independently of any counting library."""
+architecture (docs/model.md sections 2-6), independently of any counting library."""
 import importlib.util
 import math
 import os

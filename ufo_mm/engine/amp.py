@@ -3,7 +3,7 @@
 mmengine's ``AmpOptimWrapper`` asserts a GPU (CUDA/NPU/MLU). On CPU the
 useful mixed precision is bf16 autocast (no loss scaling needed: bf16 has
 fp32's exponent range); ``BF16AutocastOptimWrapper`` provides it. UFO
-attention keeps its k^T v product and norms in float32 inside autocast.
+attention accumulates its k^T v product and norms in float32 inside autocast.
 
 bf16 only pays where the CPU computes it natively (AVX512-BF16, AMX); on
 others (AVX2-only AMD EPYC, Intel before Cooper Lake) every bf16 op is

@@ -109,7 +109,7 @@ class UFOAttention(QKVAttentionBase):
         attn_drop: dropout on the normalised key-value matrix.
         proj_drop: dropout after the output projection.
         kv_norm_dim: axis of the (B, h, d, d) key-value matrix that XNorm
-            normalises. -2 (default, PAPER.md section 1): the key-channel axis,
+            normalises. -2 (default, docs/model.md section 1): the key-channel axis,
             so each of the d columns that meets q in ``q @ kv`` (a "cluster") is
             a unit vector and ``q @ kv`` is a cosine similarity between every
             token and every cluster. -1 normalises the rows instead.

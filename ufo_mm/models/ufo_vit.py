@@ -1,4 +1,4 @@
-"""UFO-ViT backbone for dense prediction (PAPER.md sections 2-5).
+"""UFO-ViT backbone for dense prediction (docs/model.md sections 2-5).
 
 XCiT's layout with UFO attention in place of cross-covariance attention:
 a convolutional patch embedding, a Fourier positional encoding computed from

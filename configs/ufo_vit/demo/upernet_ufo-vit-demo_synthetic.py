@@ -83,7 +83,7 @@ test_evaluator = val_evaluator
 
 # bf16 autocast where this CPU has native bf16 (AVX512-BF16 / AMX: about 1.5x faster than
 # fp32), fp32 elsewhere with a log line saying why (AVX2 only: emulated bf16 trained at
-# 7.0 s/iter against 0.42 in fp32). UFO attention keeps k^T v and its norms in fp32.
+# 7.0 s/iter against 0.42 in fp32). UFO attention accumulates k^T v and its norms in fp32.
 # Force a precision: --cfg-options optim_wrapper.type=OptimWrapper (fp32) or
 # optim_wrapper.type=BF16AutocastOptimWrapper (bf16). On a GPU: tools/train.py --amp (fp16).
 optim_wrapper = dict(

@@ -1,4 +1,4 @@
-# UperNet + UFO-ViT on ADE20K: the recipe UFO-ViT takes from XCiT (PAPER.md section 6).
+# UperNet + UFO-ViT on ADE20K: the recipe UFO-ViT takes from XCiT (docs/model.md section 7).
 #   160k iterations, 512x512 crops, batch 16 (8 GPUs x 2 images), AdamW lr 6e-5, wd 0.01,
 #   linear warm-up 1500 iterations then poly (power 1) decay to 0, SyncBN,
 #   single-scale evaluation at 2048x512 (the ade20k base's test pipeline).

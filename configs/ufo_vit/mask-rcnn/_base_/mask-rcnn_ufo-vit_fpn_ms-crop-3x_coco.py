@@ -1,5 +1,5 @@
 # Mask R-CNN + FPN with a UFO-ViT backbone on COCO: XCiT's detection recipe
-# (PAPER.md section 6), which UFO-ViT follows.
+# (docs/model.md section 7), which UFO-ViT follows.
 #   - AdamW, lr 1e-4, weight decay 0.05; no decay on norms, layer scales
 #     (gamma1/2/3), UFO's per-head gamma_q/gamma_kv and the position encoding
 #   - batch 16 = 8 GPUs x 2 images, SyncBN in the backbone

@@ -1,0 +1,330 @@
+"""The inference APIs users call, on checkpoints written by the project's own
+tools/train.py: mmdet's DetInferencer and init_detector/inference_detector,
+mmseg's MMSegInferencer and init_model/inference_model.
+
+Both demo configs (as shipped, the ones docs/ point users at) are trained for 2
+iterations on synthetic data in tmp_path, once per module. The checks: the
+prediction structures and their sizes (image-sized masks and label maps on a
+non-square image the model never saw at its training size), path and ndarray
+inputs agreeing, the high-level and low-level API agreeing, the files the
+inferencers write, and the class names and palette being the synthetic
+dataset's (carried by the checkpoint's meta.dataset_meta), not COCO's 80 or
+Cityscapes' 19. Last, tools/convert_checkpoint.py on a trained dense
+checkpoint: its backbone loads through init_cfg=Pretrained.
+"""
+import json
+import warnings
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from tests.tiny_seg_training import REPO, run_train, tool_env
+from ufo_mm.datasets import ADE_CLASSES, ADE_PALETTE, COCO_CLASSES, make_ade20k, make_coco
+from ufo_mm.datasets.shapes import image_rng, write_image
+from ufo_mm.datasets.synthetic_ade import render_sample
+from ufo_mm.datasets.synthetic_coco import render_image
+from ufo_mm.safe_load import safe_torch_load
+
+DET_DEMO = REPO / 'configs/ufo_vit/demo/mask-rcnn_ufo-vit-demo_synthetic.py'
+SEG_DEMO = REPO / 'configs/ufo_vit/demo/upernet_ufo-vit-demo_synthetic.py'
+ITERS = 2
+# Inference image: non-square, neither side a multiple of the patch size or of
+# the detector's 32-px padding, and not the 64-px training size.
+IMG_HW = (52, 90)
+# What the inferencers warn when a checkpoint has no dataset_meta (they then
+# fall back to COCO / Cityscapes class names).
+NO_META_WARNING = 'dataset_meta or class names are not saved'
+
+
+def _no_meta_warning(record):
+    messages = [str(w.message) for w in record]
+    assert not any(NO_META_WARNING in m for m in messages), messages
+
+
+# ---------------------------------------------------------------- fixtures
+
+@pytest.fixture(scope='module')
+def det_ckpt(tmp_path_factory):
+    """The Mask R-CNN demo trained ITERS iterations by tools/train.py."""
+    root = tmp_path_factory.mktemp('synthetic_coco')
+    make_coco(root, num_train=4, num_val=2, img_size=64, max_objects=3)
+    work = tmp_path_factory.mktemp('det_train')
+    ann = root / 'annotations' / 'instances_val2017.json'
+    run_train(DET_DEMO, work, '--cfg-options', f'train_cfg.max_iters={ITERS}',
+              'train_dataloader.batch_size=2', 'val_dataloader.batch_size=2',
+              *[f'{loader}.dataset.data_root={root}/'
+                for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader')],
+              f'val_evaluator.ann_file={ann}', f'test_evaluator.ann_file={ann}', timeout=600)
+    ckpt = work / f'iter_{ITERS}.pth'
+    assert ckpt.is_file(), sorted(p.name for p in work.iterdir())
+    return ckpt
+
+
+@pytest.fixture(scope='module')
+def seg_ckpt(tmp_path_factory):
+    """The UperNet demo trained ITERS iterations by tools/train.py."""
+    data_root = make_ade20k(tmp_path_factory.mktemp('synthetic_ade'), num_train=4, num_val=2,
+                            img_size=64)
+    work = tmp_path_factory.mktemp('seg_train')
+    env = dict(tool_env(), UFO_SEG_DEMO_ITERS=str(ITERS))
+    run_train(SEG_DEMO, work, '--cfg-options', 'train_dataloader.batch_size=2',
+              *[f'{loader}.dataset.data_root={data_root}'
+                for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader')],
+              env=env, timeout=600)
+    ckpt = work / f'iter_{ITERS}.pth'
+    assert ckpt.is_file(), sorted(p.name for p in work.iterdir())
+    return ckpt
+
+
+@pytest.fixture(scope='module')
+def det_image(tmp_path_factory):
+    """(path, BGR ndarray as cv2/mmcv read it) of an unseen synthetic COCO image."""
+    rgb, _ = render_image(image_rng(12345, 1), IMG_HW, max_objects=3)
+    path = tmp_path_factory.mktemp('det_image') / 'shapes.jpg'
+    write_image(path, rgb)
+    return path, cv2.imread(str(path))
+
+
+@pytest.fixture(scope='module')
+def seg_image(tmp_path_factory):
+    rgb, _ = render_sample(image_rng(12345, 1), IMG_HW)
+    path = tmp_path_factory.mktemp('seg_image') / 'scene.jpg'
+    write_image(path, rgb)
+    return path, cv2.imread(str(path))
+
+
+@pytest.fixture(scope='module')
+def det_inferencer(det_ckpt):
+    from mmdet.apis import DetInferencer
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter('always')
+        inferencer = DetInferencer(model=str(DET_DEMO), weights=str(det_ckpt), device='cpu',
+                                   show_progress=False)
+    _no_meta_warning(record)
+    return inferencer
+
+
+@pytest.fixture(scope='module')
+def seg_inferencer(seg_ckpt):
+    from mmseg.apis import MMSegInferencer
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter('always')
+        inferencer = MMSegInferencer(model=str(SEG_DEMO), weights=str(seg_ckpt), device='cpu')
+    _no_meta_warning(record)
+    return inferencer
+
+
+# ---------------------------------------------------------------- checks
+
+def assert_det_sample(sample, hw):
+    from mmdet.structures import DetDataSample
+    assert isinstance(sample, DetDataSample)
+    assert tuple(sample.ori_shape) == hw
+    pred = sample.pred_instances
+    n = len(pred)
+    assert n > 0, 'no detections: the score threshold or the training changed'
+    assert pred.bboxes.shape == (n, 4) and pred.bboxes.dtype == torch.float32
+    assert pred.scores.shape == (n,) and ((pred.scores >= 0) & (pred.scores <= 1)).all()
+    assert pred.labels.shape == (n,) and pred.labels.dtype == torch.int64
+    assert ((pred.labels >= 0) & (pred.labels < len(COCO_CLASSES))).all()
+    # masks pasted back at the original image size, one per box
+    assert pred.masks.shape == (n, *hw) and pred.masks.dtype == torch.bool
+    # boxes in original-image pixels
+    h, w = hw
+    assert (pred.bboxes[:, 0::2] >= 0).all() and (pred.bboxes[:, 0::2] <= w).all()
+    assert (pred.bboxes[:, 1::2] >= 0).all() and (pred.bboxes[:, 1::2] <= h).all()
+    assert (pred.bboxes[:, 2:] >= pred.bboxes[:, :2]).all()
+    return pred
+
+
+def assert_same_instances(a, b):
+    assert torch.equal(a.labels, b.labels)
+    torch.testing.assert_close(a.scores, b.scores)
+    torch.testing.assert_close(a.bboxes, b.bboxes)
+    assert torch.equal(a.masks, b.masks)
+
+
+def assert_seg_sample(sample, hw):
+    from mmseg.structures import SegDataSample
+    assert isinstance(sample, SegDataSample)
+    label = sample.pred_sem_seg.data
+    assert label.shape == (1, *hw)  # the input image's size, not the 128-px crop size
+    assert label.dtype == torch.int64
+    assert ((label >= 0) & (label < len(ADE_CLASSES))).all()
+    assert sample.seg_logits.data.shape == (len(ADE_CLASSES), *hw)
+    # the label map is the argmax of the logits
+    assert torch.equal(label[0], sample.seg_logits.data.argmax(0))
+    return label[0]
+
+
+# ---------------------------------------------------------------- checkpoints
+
+def test_training_checkpoints_carry_the_synthetic_dataset_meta(det_ckpt, seg_ckpt):
+    det = safe_torch_load(det_ckpt)
+    assert det['meta']['iter'] == ITERS
+    assert tuple(det['meta']['dataset_meta']['classes']) == COCO_CLASSES
+    seg = safe_torch_load(seg_ckpt)
+    assert seg['meta']['iter'] == ITERS
+    assert tuple(seg['meta']['dataset_meta']['classes']) == ADE_CLASSES
+    assert [list(c) for c in seg['meta']['dataset_meta']['palette']] == ADE_PALETTE
+    for ckpt in (det, seg):
+        assert any(k.startswith('backbone.blocks.0.') for k in ckpt['state_dict'])
+
+
+# ---------------------------------------------------------------- mmdet
+
+def test_det_inferencer_reports_the_synthetic_classes(det_inferencer):
+    assert tuple(det_inferencer.model.dataset_meta['classes']) == COCO_CLASSES
+    vis_meta = det_inferencer.visualizer.dataset_meta
+    assert tuple(vis_meta['classes']) == COCO_CLASSES
+    # one colour per class at least (mmdet draws label i with palette[i])
+    assert len(vis_meta['palette']) >= len(COCO_CLASSES)
+
+
+def test_det_inferencer_on_path_and_ndarray(det_inferencer, det_image):
+    path, array = det_image
+    by_path = det_inferencer(str(path), return_datasamples=True)['predictions']
+    by_array = det_inferencer(array, return_datasamples=True)['predictions']
+    assert len(by_path) == len(by_array) == 1
+    pred = assert_det_sample(by_path[0], IMG_HW)
+    assert_det_sample(by_array[0], IMG_HW)
+    # the same pixels give the same detections
+    assert_same_instances(pred, by_array[0].pred_instances)
+
+
+def test_det_inferencer_writes_predictions_and_pictures(det_inferencer, det_image, tmp_path):
+    path, _ = det_image
+    out = det_inferencer(str(path), out_dir=str(tmp_path), no_save_pred=False,
+                         return_vis=True, pred_score_thr=0.0)
+    pred = out['predictions'][0]  # plain-python form of the prediction
+    n = len(pred['labels'])
+    assert n > 0 and len(pred['scores']) == n and np.array(pred['bboxes']).shape == (n, 4)
+    assert all(0 <= label < len(COCO_CLASSES) for label in pred['labels'])
+    assert len(pred['masks']) == n and all(list(m['size']) == list(IMG_HW) for m in pred['masks'])
+    saved = json.loads((tmp_path / 'preds' / 'shapes.json').read_text())
+    assert saved['labels'] == pred['labels'] and len(saved['masks']) == n
+    picture = cv2.imread(str(tmp_path / 'vis' / 'shapes.jpg'))
+    assert picture.shape == (*IMG_HW, 3)
+    assert out['visualization'][0].shape == (*IMG_HW, 3)
+
+
+def test_init_detector_and_inference_detector(det_ckpt, det_image, det_inferencer):
+    from mmdet.apis import inference_detector, init_detector
+    path, array = det_image
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter('always')
+        model = init_detector(str(DET_DEMO), str(det_ckpt), device='cpu')
+    _no_meta_warning(record)
+    assert tuple(model.dataset_meta['classes']) == COCO_CLASSES
+    assert len(model.dataset_meta['palette']) >= len(COCO_CLASSES)
+    assert not model.training and next(model.parameters()).device.type == 'cpu'
+    # the weights are the trained ones
+    trained = safe_torch_load(det_ckpt)['state_dict']
+    state = model.state_dict()
+    assert trained.keys() == state.keys()
+    assert all(torch.equal(trained[k], state[k]) for k in trained)
+
+    by_path = inference_detector(model, str(path))
+    by_array = inference_detector(model, array)
+    pred = assert_det_sample(by_path, IMG_HW)
+    assert_same_instances(pred, assert_det_sample(by_array, IMG_HW))
+    names = [model.dataset_meta['classes'][i] for i in pred.labels.tolist()]
+    assert set(names) <= set(COCO_CLASSES)
+    # a list in, a list out
+    batch = inference_detector(model, [str(path), array])
+    assert isinstance(batch, list) and len(batch) == 2
+    # the low-level API and DetInferencer agree
+    high = det_inferencer(str(path), return_datasamples=True)['predictions'][0]
+    assert_same_instances(pred, high.pred_instances)
+
+
+# ---------------------------------------------------------------- mmseg
+
+def test_seg_inferencer_reports_the_synthetic_classes_and_palette(seg_inferencer):
+    meta = seg_inferencer.model.dataset_meta
+    assert tuple(meta['classes']) == ADE_CLASSES
+    assert [list(c) for c in meta['palette']] == ADE_PALETTE
+    vis_meta = seg_inferencer.visualizer.dataset_meta
+    assert tuple(vis_meta['classes']) == ADE_CLASSES
+    assert [list(c) for c in vis_meta['palette']] == ADE_PALETTE
+
+
+def test_seg_inferencer_on_path_and_ndarray(seg_inferencer, seg_image):
+    path, array = seg_image
+    by_path = seg_inferencer(str(path), return_datasamples=True)
+    by_array = seg_inferencer(array, return_datasamples=True)
+    label = assert_seg_sample(by_path, IMG_HW)
+    assert torch.equal(label, assert_seg_sample(by_array, IMG_HW))
+
+
+def test_seg_inferencer_writes_label_maps_and_pictures(seg_inferencer, seg_image, tmp_path):
+    path, _ = seg_image
+    out = seg_inferencer(str(path), out_dir=str(tmp_path), return_vis=True)
+    label = out['predictions']
+    assert label.shape == IMG_HW and ((label >= 0) & (label < len(ADE_CLASSES))).all()
+    saved = cv2.imread(str(tmp_path / 'pred' / 'scene.png'), cv2.IMREAD_UNCHANGED)
+    assert saved.shape == IMG_HW and (saved == label).all()
+    picture = cv2.imread(str(tmp_path / 'vis' / 'scene.jpg'))
+    assert picture.shape == (*IMG_HW, 3)
+    assert out['visualization'].shape == (*IMG_HW, 3)
+
+
+def test_init_model_and_inference_model(seg_ckpt, seg_image, seg_inferencer):
+    from mmseg.apis import inference_model, init_model
+    path, array = seg_image
+    model = init_model(str(SEG_DEMO), str(seg_ckpt), device='cpu')
+    assert tuple(model.dataset_meta['classes']) == ADE_CLASSES
+    assert [list(c) for c in model.dataset_meta['palette']] == ADE_PALETTE
+    assert not model.training
+    trained = safe_torch_load(seg_ckpt)['state_dict']
+    state = model.state_dict()
+    assert trained.keys() == state.keys()
+    assert all(torch.equal(trained[k], state[k]) for k in trained)
+
+    label = assert_seg_sample(inference_model(model, str(path)), IMG_HW)
+    assert torch.equal(label, assert_seg_sample(inference_model(model, array), IMG_HW))
+    # the low-level API and MMSegInferencer agree
+    assert torch.equal(label, seg_inferencer(str(path), return_datasamples=True)
+                       .pred_sem_seg.data[0])
+
+
+# ---------------------------------------------------------------- conversion
+
+@pytest.mark.parametrize('task', ['det', 'seg'])
+def test_convert_trained_checkpoint_backbone_loads_through_init_cfg(task, request, tmp_path):
+    """tools/convert_checkpoint.py --prefix backbone on a dense checkpoint of
+    tools/train.py: a backbone-only file whose weights load, unchanged, into a
+    fresh UFOViT through init_cfg=dict(type='Pretrained')."""
+    import importlib.util
+
+    from mmengine.config import Config
+
+    from ufo_mm.models import UFOViT
+    ckpt = request.getfixturevalue(f'{task}_ckpt')
+    spec = importlib.util.spec_from_file_location('convert_checkpoint',
+                                                  REPO / 'tools/convert_checkpoint.py')
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    dst = tmp_path / 'backbone.pth'
+    tool.main([str(ckpt), str(dst), '--prefix', 'backbone'])
+
+    written = safe_torch_load(dst)
+    assert set(written) == {'state_dict', 'meta'}
+    meta = written['meta']
+    assert meta['source'] == str(ckpt) and meta['prefix'] == 'backbone'
+    trained = {k[len('backbone.'):]: v for k, v in safe_torch_load(ckpt)['state_dict'].items()
+               if k.startswith('backbone.')}
+    assert written['state_dict'].keys() == trained.keys()
+    assert not meta['missing'] and not meta['dropped']
+
+    demo = Config.fromfile(str(DET_DEMO if task == 'det' else SEG_DEMO))
+    backbone = {k: v for k, v in demo.model.backbone.items() if k not in ('type', '_delete_')}
+    backbone['init_cfg'] = dict(type='Pretrained', checkpoint=str(dst))
+    model = UFOViT(**backbone)
+    model.init_weights()
+    state = model.state_dict()
+    assert state.keys() == trained.keys()
+    assert all(torch.equal(state[k], trained[k]) for k in trained)
