@@ -73,8 +73,8 @@ def test_fast_route_equals_reference_tiled(attn_type, kv_norm_dim, batch):
         pytest.skip('kv_norm_dim is UFO attention\'s')
     torch.manual_seed(0)
     attn_cfg = dict(kv_norm_dim=kv_norm_dim) if attn_type == 'ufo' else None
-    model = randomise(UFOViT(arch=dict(embed_dims=64, num_heads=4, depth=3,
-                                       out_indices=(0, 1, 1, 2)),
+    model = randomise(UFOViT(arch=dict(embed_dims=64, num_heads=4, depth=4,
+                                       out_indices=(0, 1, 2, 3)),
                              attn_type=attn_type, attn_cfg=attn_cfg).requires_grad_(False))
     x = torch.randn(batch, 3, 150, 211)  # 10 x 14 = 140 tokens
     got, ref = both_routes(model, x, tile_tokens=30)
@@ -87,8 +87,8 @@ def test_a_change_to_the_reference_math_shows(monkeypatch):
     """The fast route must follow the reference: perturb the reference's
     attention and the comparison must fail (the test above can fail)."""
     torch.manual_seed(0)
-    model = randomise(UFOViT(arch=dict(embed_dims=64, num_heads=4, depth=2,
-                                       out_indices=(0, 0, 1, 1))))
+    model = randomise(UFOViT(arch=dict(embed_dims=64, num_heads=4, depth=4,
+                                       out_indices=(0, 1, 2, 3))))
     x = torch.randn(1, 3, 64, 80)
     original = UFOAttention.attend
     monkeypatch.setattr(UFOAttention, 'attend',
@@ -99,7 +99,7 @@ def test_a_change_to_the_reference_math_shows(monkeypatch):
 
 def test_route_chosen_only_where_it_may_run(monkeypatch):
     torch.manual_seed(0)
-    model = UFOViT(arch=dict(embed_dims=32, num_heads=2, depth=2, out_indices=(0, 0, 1, 1)))
+    model = UFOViT(arch=dict(embed_dims=32, num_heads=2, depth=4, out_indices=(0, 1, 2, 3)))
     x = torch.randn(1, 3, 32, 32)
     expected = torch.float32 if fast.ONEDNN_AVAILABLE else None
     assert fast.route_dtype(model.eval(), x) is None  # autograd needed (params require grad)
@@ -112,7 +112,7 @@ def test_route_chosen_only_where_it_may_run(monkeypatch):
         model.float()
         with torch.autocast('cpu', dtype=torch.float16):
             assert fast.route_dtype(model, x) is None
-        gn = UFOViT(arch=dict(embed_dims=32, num_heads=2, depth=2, out_indices=(0, 0, 1, 1)),
+        gn = UFOViT(arch=dict(embed_dims=32, num_heads=2, depth=4, out_indices=(0, 1, 2, 3)),
                     norm_cfg=dict(type='GN', num_groups=4)).eval()
         assert fast.route_dtype(gn, x) is None  # only BatchNorms fold
         monkeypatch.setattr(cpu_inference.kernels, 'ONEDNN_AVAILABLE', False)
@@ -168,8 +168,8 @@ def test_block_inference_leaves_its_input_alone():
     block's own new tensor: the input (a pyramid output of the block before)
     is untouched."""
     torch.manual_seed(0)
-    model = randomise(UFOViT(arch=dict(embed_dims=32, num_heads=4, depth=1,
-                                       out_indices=(0, 0, 0, 0))))
+    model = randomise(UFOViT(arch=dict(embed_dims=32, num_heads=4, depth=4,
+                                       out_indices=(0, 1, 2, 3))))
     blk = model.blocks[0]
     x = torch.randn(2, 6 * 7, 32)
     before = x.clone()
