@@ -5,6 +5,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from ufo_mm.models import UFOAttention, xnorm
+from ufo_mm.models.fast.cpu_inference import keys_times_values
 
 from .memory_tracker import LiveTensorTracker
 
@@ -157,9 +158,9 @@ def test_flops_grow_linearly_with_tokens():
             attn(torch.randn(1, n, 64))
         flops[n] = counter.get_total_flops()
     C, d = 64, 16
-    # qkv + proj linear layers (4 N C^2), k^T v (N C d), and kv folded into the
-    # projection weight (C^2 d, independent of N), times 2 FLOPs per MAC.
-    assert flops[4096] == 2 * 4096 * (4 * C * C + C * d) + 2 * C * C * d
+    # qkv + proj linear layers (4 N C^2), k^T v and q @ kv (N C d each), times
+    # 2 FLOPs per MAC.
+    assert flops[4096] == 2 * 4096 * (4 * C * C + 2 * C * d)
     # linear in N: the cost per added token is the same at every size
     assert (flops[16384] - flops[4096]) / (16384 - 4096) == (flops[4096] - flops[1024]) / 3072
     assert flops[16384] / flops[4096] == pytest.approx(4.0, rel=1e-2)
@@ -184,13 +185,13 @@ def test_bf16_keys_times_values_accumulate_in_float32():
     bf16 (8-bit mantissa: a running sum of ones would stop at 256)."""
     T = 65536
     ones = torch.ones(1, T, 2, 8, dtype=torch.bfloat16)
-    kv = UFOAttention._keys_times_values(ones, ones)
+    kv = keys_times_values(ones, ones)
     assert kv.dtype == torch.float32
     assert torch.equal(kv, torch.full((1, 2, 8, 8), float(T)))
     torch.manual_seed(0)
     k, v = torch.randn(2, T, 2, 8), torch.randn(2, T, 2, 8) + 0.5
     ref = k.double().permute(0, 2, 3, 1) @ v.double().transpose(1, 2)
-    kv = UFOAttention._keys_times_values(k.bfloat16(), v.bfloat16())
+    kv = keys_times_values(k.bfloat16(), v.bfloat16())
     # bf16 inputs: each product is off by ~2^-8, those errors average out
     assert ((kv.double() - ref).norm() / ref.norm()) < 1e-2
 

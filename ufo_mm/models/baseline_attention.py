@@ -17,10 +17,9 @@ from .ufo_attention import QKVAttentionBase
 class SoftmaxAttention(QKVAttentionBase):
     """softmax(q k^T / sqrt(d)) v: an N x N map per head, quadratic in N."""
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        q, k, v = self.split_heads(x)
+    def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         p = self.attn_drop.p if self.training else 0.
-        return self.merge_heads(F.scaled_dot_product_attention(q, k, v, dropout_p=p))
+        return F.scaled_dot_product_attention(q, k, v, dropout_p=p)
 
 
 class XCAttention(QKVAttentionBase):
@@ -31,10 +30,9 @@ class XCAttention(QKVAttentionBase):
         super().__init__(dim, num_heads, **kwargs)
         self.temperature = nn.Parameter(torch.ones(num_heads, 1, 1))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        q, k, v = self.split_heads(x)
+    def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         q = F.normalize(q, dim=-2)  # over tokens
         k = F.normalize(k, dim=-2)
         attn = (q.transpose(-2, -1) @ k) * self.temperature  # (B, h, d, d)
         attn = self.attn_drop(attn.softmax(dim=-1))
-        return self.merge_heads(v @ attn.transpose(-2, -1))  # (B, h, N, d)
+        return v @ attn.transpose(-2, -1)  # (B, h, N, d)

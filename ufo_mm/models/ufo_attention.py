@@ -2,33 +2,22 @@
 
 Shapes: B batch, N tokens, C channels, h heads, d = C / h head channels.
 
-    q, k, v = split(qkv(x))               each (B, h, N, d)
+    q, k, v = split_heads(qkv(x))         each (B, h, N, d)
     kv      = k^T v                       (B, h, d, d)   keys times values first: O(N d^2)
     out     = XNorm(q) @ XNorm(kv)        (B, h, N, d)
     out     = proj(merge_heads(out))      (B, N, C)
 
 No N x N tensor is ever formed, so time and memory grow linearly with N.
-
-How it is computed (same result, fewer passes over the N-sized tensors):
-the output projection is linear, so ``merge_heads(XNorm(q) @ kv) @ W^T`` equals
-``merge_heads(XNorm(q)) @ (blockdiag(kv) @ W^T)``. ``UFOAttention.forward``
-first folds the (B, h, d, d) key-values into the projection weight, a (B, C, C)
-matrix whose cost does not depend on N, and then needs one GEMM over the
-tokens instead of a batched ``q @ kv``, a head-merging copy and the projection.
-q is normalised while it is copied out of the fused qkv output, which gives
-the (B, N, C) token-major layout that GEMM wants.
+``UFOAttention.forward`` is exactly these lines; it serves training, autograd,
+export and as the reference. CPU inference takes a faster route with the same
+result (``ufo_mm.models.fast``), checked against this one by the tests.
 """
-from typing import Optional
+from typing import Optional, Tuple
 
 import torch
 import torch.nn as nn
 
-from . import cpu_fusion
-
 KV_NORM_DIMS = (-2, -1)
-# Tokens per tile of UFOAttention and the MLP in CPU inference on long inputs
-# (docs/performance.md); 0 or None turns tiling off.
-INFERENCE_TILE_TOKENS = 2048
 
 
 def accumulation_dtype(x: torch.Tensor) -> torch.dtype:
@@ -77,7 +66,8 @@ def xnorm(x: torch.Tensor, gamma: torch.Tensor, dim: int = -1, eps: float = 1e-6
 class QKVAttentionBase(nn.Module):
     """Fused q/k/v projection and output projection shared by every attention
     variant of the backbone (UFO, softmax, XCA), so that ablations differ in the
-    attention alone."""
+    attention alone: ``forward(x) = merge_heads(attend(*split_heads(x)))``, and
+    each variant defines ``attend(q, k, v)`` on (B, h, N, d) tensors."""
 
     def __init__(self, dim: int, num_heads: int = 8, qkv_bias: bool = True,
                  attn_drop: float = 0., proj_drop: float = 0.):
@@ -94,22 +84,19 @@ class QKVAttentionBase(nn.Module):
         """(B, N, C) -> q, k, v, each a (B, h, N, d) view of one projection."""
         B, N, C = x.shape
         h = self.num_heads
-        return self.linear(self.qkv, x).reshape(B, N, 3, h, C // h).permute(2, 0, 3, 1, 4) \
-            .unbind(0)
+        return self.qkv(x).reshape(B, N, 3, h, C // h).permute(2, 0, 3, 1, 4).unbind(0)
 
     def merge_heads(self, out: torch.Tensor) -> torch.Tensor:
         """(B, h, N, d) -> projected (B, N, C)."""
         B, h, N, d = out.shape
-        return self.proj_drop(self.linear(self.proj, out.transpose(1, 2).reshape(B, N, h * d)))
+        return self.proj_drop(self.proj(out.transpose(1, 2).reshape(B, N, h * d)))
 
-    @staticmethod
-    def linear(layer: nn.Linear, x: torch.Tensor) -> torch.Tensor:
-        """``layer(x)``; in CPU inference through oneDNN's GEMM with the bias
-        inside, about 25% faster in fp32 than the plain addmm at these shapes."""
-        dtype = cpu_fusion.inference_dtype(x, layer)
-        if dtype is None:
-            return layer(x)
-        return cpu_fusion.linear(x, layer.weight, layer.bias, 'none', dtype)
+    def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, N, C) -> (B, N, C)."""
+        return self.merge_heads(self.attend(*self.split_heads(x)))
 
 
 class UFOAttention(QKVAttentionBase):
@@ -136,9 +123,6 @@ class UFOAttention(QKVAttentionBase):
     Shape:
         x: (B, N, C) -> (B, N, C).
     """
-    #: tokens per tile in inference on long inputs (see ``INFERENCE_TILE_TOKENS``)
-    tile_tokens: Optional[int] = INFERENCE_TILE_TOKENS
-
     def __init__(self, dim: int, num_heads: int = 8, qkv_bias: bool = True,
                  attn_drop: float = 0., proj_drop: float = 0., kv_norm_dim: int = -2,
                  eps: float = 1e-6, seed_compat: bool = False):
@@ -154,105 +138,27 @@ class UFOAttention(QKVAttentionBase):
             self.gamma_q = nn.Parameter(torch.ones(num_heads, 1, 1))
             self.gamma_kv = nn.Parameter(torch.ones(num_heads, 1, 1))
 
-    def _tile(self, x: torch.Tensor) -> int:
-        """Tokens per tile: ``tile_tokens`` in inference (no autograd, no trace)
-        on inputs longer than that, else all of them."""
-        N = x.shape[1]
-        if not self.tile_tokens or N <= self.tile_tokens or torch.jit.is_tracing() or \
-                (torch.is_grad_enabled() and (x.requires_grad or self.qkv.weight.requires_grad)):
-            return N
-        return self.tile_tokens
+    def gammas(self) -> Tuple[torch.Tensor, torch.Tensor]:
+        """XNorm scales (h, 1, 1) of the queries and of the key-values."""
+        if self.seed_compat:
+            return self.gamma, self.gamma
+        return self.gamma_q, self.gamma_kv
 
-    def _qkv(self, x: torch.Tensor):
-        """(B, T, C) -> q, k, v: (B, T, h, d) views into the fused projection."""
-        B, T, C = x.shape
-        return self.linear(self.qkv, x).view(B, T, 3, self.num_heads, C // self.num_heads) \
-            .unbind(2)
+    def normalised_kv(self, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """XNorm(k^T v): (B, h, N, d) keys and values -> (B, h, d, d), float32 at least.
 
-    @staticmethod
-    def _keys_times_values(k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        """(B, T, h, d) keys and values -> k^T v (B, h, d, d) in float32 at least.
-
-        bf16 inputs go to the bf16 GEMM as they are: it accumulates in float32
-        (oneDNN and PyTorch's CPU GEMM both do), and only the (d, d) result is
-        rounded before it is widened again. Other half types are widened first.
+        k^T v sums N products per entry: in fp16/bf16 it would overflow or lose
+        all precision at large N, so it and its norm are computed with autocast
+        off, in float32 (the input's dtype if wider).
         """
-        acc = accumulation_dtype(k)
-        if k.dtype == v.dtype == torch.bfloat16 and k.device.type == 'cpu':
-            # Head-major copies first: the bf16 batched GEMM copies strided
-            # operands itself, more slowly (0.40 vs 0.79 ms for 2048 tokens).
-            k, v = k.transpose(1, 2).contiguous(), v.transpose(1, 2).contiguous()
-            return (k.transpose(-2, -1) @ v).to(acc)
-        return k.to(acc).permute(0, 2, 3, 1) @ v.to(acc).transpose(1, 2)
+        with torch.autocast(device_type=k.device.type, enabled=False):
+            acc = accumulation_dtype(k)
+            kv = k.to(acc).transpose(-2, -1) @ v.to(acc)
+            return self.attn_drop(xnorm(kv, self.gammas()[1], dim=self.kv_norm_dim,
+                                        eps=self.eps))
 
-    def _normalised_queries(self, q: torch.Tensor, out: Optional[torch.Tensor] = None):
-        """XNorm of (B, T, h, d) queries as a (B, T, C) tensor (into ``out`` if given)."""
-        B, T, h, d = q.shape
-        gamma_q = (self.gamma if self.seed_compat else self.gamma_q).view(h, 1)
-        if out is None:
-            return xnorm(q, gamma_q, dim=-1, eps=self.eps).reshape(B, T, h * d)
-        # Inference on tiles: written straight into the tile of ``out``.
-        xnorm(q, gamma_q, dim=-1, eps=self.eps, out=out.view(B, T, h, d))
-        return out
-
-    def queries_and_kv(self, x: torch.Tensor, tile: int):
-        """The pass over the tokens: XNorm'd queries (B, N, C) and k^T v
-        (B, h, d, d, float32 at least; not yet normalised), ``tile`` tokens at
-        a time.
-
-        Long inputs in inference: the (T, 3C) projection of one tile at a time
-        stays in cache and below malloc's mmap threshold (a full (N, 3C) one is
-        page-faulted in anew at every call); k^T v is a sum over tokens, so it
-        adds up tile by tile.
-        """
-        B, N, C = x.shape
-        kv = q = None
-        for start in range(0, N, tile):
-            qt, kt, vt = self._qkv(x[:, start:start + tile])
-            # k^T v sums N products per entry: accumulated in fp16/bf16 it would
-            # overflow or lose all precision at large N, so it accumulates in
-            # float32, with autocast off (see _keys_times_values). The cost is
-            # O(N d^2), small next to the projections.
-            with torch.autocast(device_type=x.device.type, enabled=False):
-                part = self._keys_times_values(kt, vt)
-            kv = part if kv is None else kv.add_(part)
-            if tile >= N:
-                q = self._normalised_queries(qt)
-            else:
-                if q is None:
-                    q = x.new_empty(B, N, C, dtype=qt.dtype)
-                self._normalised_queries(qt, out=q[:, start:start + tile])
-        return q, kv
-
-    def output_weight(self, kv: torch.Tensor, dtype: torch.dtype):
-        """XNorm'd key-values folded into the output projection: the (B, C, C)
-        matrix and the (C,) bias that turn queries into the attention output,
-        in ``dtype``."""
-        B, h, d, _ = kv.shape
-        C = h * d
-        gamma_kv = self.gamma if self.seed_compat else self.gamma_kv
-        with torch.autocast(device_type=kv.device.type, enabled=False):
-            kv = self.attn_drop(xnorm(kv, gamma_kv, dim=self.kv_norm_dim, eps=self.eps))
-            # blockdiag(kv) @ W^T: head i's d x d block times rows i*d..(i+1)*d
-            # of W^T -> (B, C, C); O(C^2 d), independent of N.
-            weight = self.proj.weight.to(kv.dtype).t().reshape(h, d, C)
-            fused = (kv @ weight).reshape(B, C, C)
-        return fused.to(dtype), self.proj.bias.to(dtype)
-
-    def project(self, q: torch.Tensor, fused: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-        """(B, T, C) queries -> (B, T, C) attention output: ``q @ fused + bias``."""
-        if cpu_fusion.inference_dtype(q, self.proj) is not None:
-            # oneDNN's GEMM wants the weight as (out, in): fused^T, C x C per image
-            out = [cpu_fusion.linear(q[b], fused[b].t().contiguous(), bias, 'none', q.dtype)
-                   for b in range(q.shape[0])]
-            return out[0].unsqueeze(0) if len(out) == 1 else torch.stack(out)
-        # addmm is faster than baddbmm for one matrix; a trace keeps the batched
-        # op so that an exported graph accepts any batch size.
-        if q.shape[0] == 1 and not torch.jit.is_tracing():
-            return torch.addmm(bias, q[0], fused[0]).unsqueeze(0)
-        return torch.baddbmm(bias, q, fused)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        q, kv = self.queries_and_kv(x, self._tile(x))
-        fused, bias = self.output_weight(kv, q.dtype)
-        return self.proj_drop(self.project(q, fused, bias))
+    def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """XNorm(q) @ XNorm(k^T v): (B, h, N, d) each -> (B, h, N, d)."""
+        kv = self.normalised_kv(k, v)
+        q = xnorm(q, self.gammas()[0], dim=-1, eps=self.eps)
+        return q @ kv.to(q.dtype)

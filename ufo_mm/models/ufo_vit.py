@@ -9,13 +9,19 @@ strides 4, 8, 16 and 32.
 
 This module knows nothing of mmdet or mmseg; ``ufo_mm.registry`` registers it.
 
-Memory layout (what makes it fast on CPU, docs/performance.md): tokens are kept
-as (B, N, C) with N = H * W in row-major order, which is exactly the memory of
-an NHWC image. So the convolutions (patch embedding, LPI, pyramid adapters) run
-on ``channels_last`` views of the tokens, without the NCHW <-> token copies.
-The four outputs are returned as plain contiguous NCHW tensors, as every
-mmdet/mmseg backbone's: downstream ops that read raw memory (mmcv's CPU
-RoIAlign, for one) take NHWC strides for NCHW ones and return garbage.
+Every module's ``forward`` here is the model's math in a few lines: it is
+what training, autograd and export run, and the reference. CPU inference
+(no autograd, eval mode) takes the fast route of ``ufo_mm.models.fast``
+instead, chosen by one check in :meth:`UFOViT.stages`; the tests hold the two
+routes to the same result.
+
+Memory layout: tokens are kept as (B, N, C) with N = H * W in row-major order,
+which is exactly the memory of an NHWC image. So the convolutions (patch
+embedding, LPI, pyramid adapters) run on ``channels_last`` views of the
+tokens, without the NCHW <-> token copies. The four outputs are returned as
+plain contiguous NCHW tensors, as every mmdet/mmseg backbone's: downstream ops
+that read raw memory (mmcv's CPU RoIAlign, for one) take NHWC strides for
+NCHW ones and return garbage.
 """
 import math
 import re
@@ -30,9 +36,9 @@ from mmengine.model import BaseModule
 from mmengine.model.weight_init import trunc_normal_
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from . import cpu_fusion
+from . import fast
 from .baseline_attention import SoftmaxAttention, XCAttention
-from .ufo_attention import INFERENCE_TILE_TOKENS, UFOAttention
+from .ufo_attention import UFOAttention
 
 ATTENTIONS = {'ufo': UFOAttention, 'softmax': SoftmaxAttention, 'xca': XCAttention}
 
@@ -125,20 +131,7 @@ class ConvPatchEmbed(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # channels_last: oneDNN's fast convolution layout, and the output is then
         # already in token order, (B, C, H, W) -> (B, N, C) being a free view.
-        x = x.contiguous(memory_format=torch.channels_last)
-        dtype = cpu_fusion.inference_dtype(x, self)
-        if dtype is None or not all(cpu_fusion.foldable_bn(m[1]) for m in self.proj
-                                    if isinstance(m, nn.Sequential)):
-            return self.proj(x)
-        # inference: each conv + BN (folded) + GELU is one oneDNN convolution
-        layers = list(self.proj)
-        for i, layer in enumerate(layers):
-            if isinstance(layer, nn.Sequential):
-                conv, bn = layer
-                weight, bias = cpu_fusion.fold_bn(conv.weight, conv.bias, bn)
-                gelu = i + 1 < len(layers) and isinstance(layers[i + 1], nn.GELU)
-                x = cpu_fusion.conv2d(x, conv, weight, bias, 'gelu' if gelu else 'none', dtype)
-        return x
+        return self.proj(x.contiguous(memory_format=torch.channels_last))
 
 
 class FourierPositionEncoding(nn.Module):
@@ -192,28 +185,12 @@ class LPI(nn.Module):
     def forward(self, x: torch.Tensor, H: int, W: int) -> torch.Tensor:
         B, N, C = x.shape
         x = x.reshape(B, H, W, C).permute(0, 3, 1, 2)  # (B, C, H, W), channels_last
-        dtype = cpu_fusion.inference_dtype(x, self)
-        if dtype is None:
-            x = self.conv2(self.bn(self.act(self.conv1(x))))
-        else:  # GELU inside the first convolution, BN folded into the second
-            x = cpu_fusion.conv2d(x, self.conv1, self.conv1.weight, self.conv1.bias, 'gelu',
-                                  dtype)
-            x = cpu_fusion.bn_conv2d(x, self.bn, self.conv2, dtype) \
-                if cpu_fusion.foldable_bn(self.bn) else self.conv2(self.bn(x))
+        x = self.conv2(self.bn(self.act(self.conv1(x))))
         return x.permute(0, 2, 3, 1).reshape(B, N, C)
 
 
 class Mlp(nn.Module):
-    """Linear -> GELU -> dropout -> linear -> dropout. (B, N, C) -> (B, N, C).
-
-    CPU inference fuses the bias and the GELU into oneDNN's GEMM
-    (:mod:`.cpu_fusion`): the (B, N, 4C) hidden activation is written once
-    instead of three times, which saves ~7% of the backbone's time. Inputs
-    longer than ``tile_tokens`` are then processed in tiles of that many tokens.
-    """
-
-    #: tokens per tile of the fused path on long inputs (0/None: no tiling)
-    tile_tokens: Optional[int] = INFERENCE_TILE_TOKENS
+    """Linear -> GELU -> dropout -> linear -> dropout. (B, N, C) -> (B, N, C)."""
 
     def __init__(self, dim: int, hidden_dim: int, drop: float = 0.):
         super().__init__()
@@ -222,33 +199,8 @@ class Mlp(nn.Module):
         self.fc2 = nn.Linear(hidden_dim, dim)
         self.drop = nn.Dropout(drop)
 
-    def _fused_dtype(self, x: torch.Tensor) -> Optional[torch.dtype]:
-        """The dtype the fused path computes in, or None when it must not run."""
-        if self.training and self.drop.p > 0:
-            return None
-        return cpu_fusion.inference_dtype(x, self)
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        dtype = self._fused_dtype(x)
-        if dtype is None:
-            return self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))
-        w1, b1, w2, b2 = (p.to(dtype) for p in (self.fc1.weight, self.fc1.bias,
-                                                 self.fc2.weight, self.fc2.bias))
-
-        def mlp(t):
-            return cpu_fusion.linear(cpu_fusion.linear(t, w1, b1, 'gelu', dtype),
-                                     w2, b2, 'none', dtype)
-
-        N, tile = x.shape[-2], self.tile_tokens
-        if not tile or N <= tile:
-            return mlp(x)
-        # Long inputs: one tile of tokens at a time, so the (tile, 4C) hidden
-        # activation stays in cache and is reused from malloc's free lists; a
-        # (N, 4C) one is page-faulted in anew at every call.
-        out = x.new_empty(x.shape[:-1] + (w2.shape[0],), dtype=dtype)
-        for start in range(0, N, tile):
-            out[..., start:start + tile, :] = mlp(x[..., start:start + tile, :])
-        return out
+        return self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))
 
 
 class DropPath(nn.Module):
@@ -292,20 +244,15 @@ class UFOBlock(nn.Module):
         self.gamma2 = nn.Parameter(layer_scale_init_value * torch.ones(dim))
 
     def forward(self, x: torch.Tensor, H: int, W: int) -> torch.Tensor:
+        x = self.residual(x, self.gamma1, self.attn(self.norm1(x)))
+        x = self.residual(x, self.gamma3, self.local_mp(self.norm3(x), H, W))
+        return self.residual(x, self.gamma2, self.mlp(self.norm2(x)))
+
+    def residual(self, x: torch.Tensor, gamma: torch.Tensor, branch: torch.Tensor):
+        """``x + drop_path(gamma * branch)``; one pass when no path is dropped."""
         if self.drop_path.p == 0. or not self.training:
-            # x + gamma * branch in one pass
-            x = torch.addcmul(x, self.gamma1, self.attn(self.norm1(x)))
-            if x.requires_grad or torch.jit.is_tracing():
-                x = torch.addcmul(x, self.gamma3, self.local_mp(self.norm3(x), H, W))
-                return torch.addcmul(x, self.gamma2, self.mlp(self.norm2(x)))
-            # Inference: the next two updates go into the block's own new x
-            # (never its input): no fresh (N, C) buffer to page-fault in.
-            x.addcmul_(self.gamma3, self.local_mp(self.norm3(x), H, W))
-            return x.addcmul_(self.gamma2, self.mlp(self.norm2(x)))
-        x = x + self.drop_path(self.gamma1 * self.attn(self.norm1(x)))
-        x = x + self.drop_path(self.gamma3 * self.local_mp(self.norm3(x), H, W))
-        x = x + self.drop_path(self.gamma2 * self.mlp(self.norm2(x)))
-        return x
+            return torch.addcmul(x, gamma, branch)
+        return x + self.drop_path(gamma * branch)
 
 
 class UFOViT(BaseModule):
@@ -439,20 +386,6 @@ class UFOViT(BaseModule):
             self.fpn3 = nn.MaxPool2d(kernel_size=2, stride=2, ceil_mode=True)
             self.fpn4 = nn.MaxPool2d(kernel_size=4, stride=4, ceil_mode=True)
 
-    def _adapt(self, adapter: nn.Module, x: torch.Tensor, size: Tuple[int, int]) -> torch.Tensor:
-        """One pyramid level: ``adapter(x)`` cropped to ``size``, contiguous NCHW.
-
-        In CPU inference the up-sampling adapters (ConvT [-> BN -> GELU -> ConvT])
-        run as row-tiled GEMMs that write NCHW directly, with the BN folded
-        (:func:`.cpu_fusion.upsample_nchw`).
-        """
-        dtype = cpu_fusion.inference_dtype(x, adapter)
-        layers = cpu_fusion.upsampling_layers(adapter) if dtype is not None else None
-        out = cpu_fusion.upsample_nchw(x, layers, dtype) if layers else adapter(x)
-        # Contiguous NCHW: mmcv's CPU RoIAlign ignores strides, and on channels_last
-        # maps it silently pools the wrong pixels (Mask R-CNN then cannot learn).
-        return out[..., :size[0], :size[1]].contiguous()
-
     def _frozen_modules(self):
         if self.frozen_stages >= 0:
             yield self.patch_embed
@@ -538,11 +471,22 @@ class UFOViT(BaseModule):
         # that truncates toward zero, so the -(-H // s) idiom would give floor.
         sizes = [((H + s - 1) // s, (W + s - 1) // s) for s in (4, 8, 16, 32)]
         adapters = (self.fpn1, self.fpn2, self.fpn3, self.fpn4)
-        return tuple(self._adapt(adapter, f, size)
-                     for adapter, f, size in zip(adapters, feats, sizes))
+        # Contiguous NCHW: mmcv's CPU RoIAlign ignores strides, and on channels_last
+        # maps it silently pools the wrong pixels (Mask R-CNN then cannot learn).
+        return tuple(adapter(f)[..., :h, :w].contiguous()
+                     for adapter, f, (h, w) in zip(adapters, feats, sizes))
+
+    def stages(self, x: torch.Tensor):
+        """What runs the three stages (``embed``, ``forward_blocks``,
+        ``forward_pyramid``) on ``x``: this module, or in CPU inference the
+        fast route (:class:`ufo_mm.models.fast.CPUInference`) with the same
+        result. The one place that chooses."""
+        dtype = fast.route_dtype(self, x)
+        return self if dtype is None else fast.CPUInference(self, dtype)
 
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
         """(B, in_channels, H, W) -> 4 maps (B, C, ceil(H/s), ceil(W/s)), s = 4, 8, 16, 32."""
         self._check_input(x)
-        tokens, shape = self.embed(x)
-        return self.forward_pyramid(self.forward_blocks(tokens, *shape), x.shape[-2:])
+        route = self.stages(x)
+        tokens, shape = route.embed(x)
+        return route.forward_pyramid(route.forward_blocks(tokens, *shape), x.shape[-2:])

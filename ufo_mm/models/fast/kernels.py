@@ -1,6 +1,6 @@
-"""Fused CPU inference kernels for UFO-ViT (docs/performance.md).
+"""Fused CPU inference kernels of the fast route (docs/performance.md).
 
-In inference on CPU (no autograd, no tracing) the backbone calls oneDNN's
+In inference on CPU (no autograd, no tracing) the fast route calls oneDNN's
 fused kernels, the ones torch.compile's CPU backend calls:
 ``torch.ops.mkldnn._linear_pointwise`` and ``_convolution_pointwise``. They
 apply the bias and an activation (GELU) inside the GEMM / convolution, so an
@@ -10,13 +10,10 @@ pyramid's up-sampling (2x2 stride-2 transposed convolutions) runs as row-tiled
 GEMMs that write NCHW directly (:func:`upsample_nchw`). Each result equals the
 plain ``Conv -> BN -> GELU`` (or ``Linear -> GELU``) one up to float rounding.
 Under bf16 autocast the kernels run in bf16, as autocast's own linear/conv
-would, where oneDNN has bf16 primitives on this CPU
-(:func:`ufo_mm.cpu_features.onednn_bf16_kernels`); elsewhere (AVX2-only CPUs)
-they would raise, so bf16 then takes the plain modules.
-
-Everything else (training, autograd, tracing/ONNX export, scripting, other
-devices and dtypes, non-BatchNorm norms) takes the plain modules; a missing
-kernel (another torch build) only makes the fast path unavailable.
+would; they need oneDNN's bf16 primitives
+(:func:`ufo_mm.cpu_features.onednn_bf16_kernels`), which AVX2-only CPUs lack.
+A missing kernel (another torch build) only makes the fast route unavailable
+(``ONEDNN_AVAILABLE``).
 """
 import math
 from typing import List, Optional, Tuple
@@ -26,7 +23,6 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from .. import cpu_features
 
 _OPS = ('_linear_pointwise', '_convolution_pointwise')
 
@@ -52,29 +48,6 @@ def cpu_autocast_dtype() -> Optional[torch.dtype]:
         return None
     except TypeError:  # torch < 2.4: no device argument
         return torch.get_autocast_cpu_dtype() if torch.is_autocast_cpu_enabled() else None
-
-
-def inference_dtype(x: torch.Tensor, module: nn.Module) -> Optional[torch.dtype]:
-    """The dtype a fused kernel would compute ``module(x)`` in, or None when the
-    plain path must run (autograd needed, tracing, not CPU, unsupported dtype)."""
-    if not ONEDNN_AVAILABLE or x.device.type != 'cpu' or torch.jit.is_tracing() or \
-            torch.jit.is_scripting() or torch.onnx.is_in_onnx_export():
-        return None
-    weight = next(module.parameters(), None)
-    if weight is None:
-        return None
-    if torch.is_grad_enabled() and (x.requires_grad or
-                                    any(p.requires_grad for p in module.parameters())):
-        return None
-    dtype = cpu_autocast_dtype()
-    if dtype is None:
-        dtype = x.dtype
-        if weight.dtype != dtype:
-            return None
-    if dtype == torch.bfloat16:
-        # no oneDNN bf16 primitives on this CPU: the fused kernels would raise
-        return dtype if cpu_features.onednn_bf16_kernels() else None
-    return dtype if dtype == torch.float32 else None
 
 
 def foldable_bn(norm: nn.Module) -> bool:

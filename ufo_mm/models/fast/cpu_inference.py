@@ -1,0 +1,225 @@
+"""The fast CPU inference route of UFOViT: the same math as the modules'
+``forward`` (the reference), computed with fewer passes over the N-sized
+tensors (docs/performance.md).
+
+- Linear layers and convolutions run as oneDNN kernels with the bias and the
+  GELU inside, eval-mode BatchNorms folded into the convolutions
+  (:mod:`.kernels`); the pyramid's up-sampling writes NCHW directly.
+- UFO attention folds XNorm(k^T v) into the output projection: since
+  ``merge_heads(q @ kv) @ W^T = merge_heads(q) @ (blockdiag(kv) @ W^T)``, one
+  (B, C, C) matrix, whose cost does not depend on N, turns the normalised
+  queries into the output with one GEMM (no batched ``q @ kv``, no head-merging
+  copy). The queries are normalised straight into a token-major buffer.
+- Long inputs go through the attention and the MLP in tiles of
+  ``tile_tokens`` tokens, so per-tile temporaries stay in cache (k^T v, a sum
+  over tokens, adds up tile by tile).
+- The residual updates after a block's first one go in place.
+
+:func:`route_dtype` is the one check that decides whether this route may run;
+``UFOViT.stages`` calls it. Each function takes the module whose parameters
+it uses, so the reference and this route can never hold different weights.
+"""
+from typing import Optional, Sequence, Tuple
+
+import torch
+import torch.nn as nn
+from torch.nn.modules.batchnorm import _NormBase
+
+from ... import cpu_features
+from ..ufo_attention import UFOAttention, accumulation_dtype, xnorm
+from . import kernels
+
+#: tokens per tile of the attention and the MLP on long inputs (0/None: no tiling)
+TILE_TOKENS = 2048
+
+
+def route_dtype(model: nn.Module, x: torch.Tensor) -> Optional[torch.dtype]:
+    """The dtype the fast route computes ``model(x)`` in, or None when the
+    reference modules must run: training mode, autograd needed, tracing /
+    scripting / ONNX export, not CPU, a torch without the oneDNN kernels, a
+    norm other than BatchNorm, a dtype other than float32 (or bf16 autocast on
+    a CPU with oneDNN bf16 primitives)."""
+    if not kernels.ONEDNN_AVAILABLE or x.device.type != 'cpu' or model.training or \
+            torch.jit.is_tracing() or torch.jit.is_scripting() or \
+            torch.onnx.is_in_onnx_export():
+        return None
+    weight = next(model.parameters(), None)
+    if weight is None or torch.is_grad_enabled() and (
+            x.requires_grad or any(p.requires_grad for p in model.parameters())):
+        return None
+    convs = (model.patch_embed, model.fpn1, *(b.local_mp for b in model.blocks))
+    if any(not kernels.foldable_bn(m) for part in convs for m in part.modules()
+           if isinstance(m, (_NormBase, nn.GroupNorm, nn.LayerNorm))):
+        return None  # only eval-mode BatchNorms fold into the convolutions
+    dtype = kernels.cpu_autocast_dtype()
+    if dtype is None:
+        dtype = x.dtype
+        if weight.dtype != dtype:
+            return None
+    if dtype == torch.bfloat16:
+        # no oneDNN bf16 primitives on this CPU (AVX2 only): the kernels would raise
+        return dtype if cpu_features.onednn_bf16_kernels() else None
+    return dtype if dtype == torch.float32 else None
+
+
+def linear(layer: nn.Linear, x: torch.Tensor, dtype: torch.dtype, act: str = 'none'):
+    """``act(layer(x))`` as one oneDNN GEMM."""
+    return kernels.linear(x, layer.weight, layer.bias, act, dtype)
+
+
+def patch_embed(pe: nn.Module, x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """ConvPatchEmbed: each conv + BN (folded) + GELU is one oneDNN convolution."""
+    x = x.contiguous(memory_format=torch.channels_last)
+    layers = list(pe.proj)
+    for i, layer in enumerate(layers):
+        if isinstance(layer, nn.Sequential):
+            conv, bn = layer
+            weight, bias = kernels.fold_bn(conv.weight, conv.bias, bn)
+            gelu = i + 1 < len(layers) and isinstance(layers[i + 1], nn.GELU)
+            x = kernels.conv2d(x, conv, weight, bias, 'gelu' if gelu else 'none', dtype)
+    return x
+
+
+def lpi(m: nn.Module, x: torch.Tensor, H: int, W: int, dtype: torch.dtype) -> torch.Tensor:
+    """LPI: GELU inside the first depthwise convolution, BN folded into the second."""
+    B, N, C = x.shape
+    x = x.reshape(B, H, W, C).permute(0, 3, 1, 2)
+    x = kernels.conv2d(x, m.conv1, m.conv1.weight, m.conv1.bias, 'gelu', dtype)
+    x = kernels.bn_conv2d(x, m.bn, m.conv2, dtype)
+    return x.permute(0, 2, 3, 1).reshape(B, N, C)
+
+
+def tiled(fn, x: torch.Tensor, tile: Optional[int], out_dim: int, dtype: torch.dtype):
+    """``fn`` over (B, N, C) ``x`` in tiles of ``tile`` tokens into one (B, N, out_dim)."""
+    N = x.shape[1]
+    if not tile or N <= tile:
+        return fn(x)
+    out = x.new_empty(x.shape[0], N, out_dim, dtype=dtype)
+    for start in range(0, N, tile):
+        out[:, start:start + tile] = fn(x[:, start:start + tile])
+    return out
+
+
+def mlp(m: nn.Module, x: torch.Tensor, dtype: torch.dtype, tile: Optional[int]):
+    """Mlp: bias and GELU inside the first GEMM; the (tile, 4C) hidden
+    activation stays in cache instead of a (N, 4C) one paged in at every call."""
+    w1, b1, w2, b2 = (p.to(dtype) for p in (m.fc1.weight, m.fc1.bias, m.fc2.weight, m.fc2.bias))
+
+    def run(t):
+        return kernels.linear(kernels.linear(t, w1, b1, 'gelu', dtype), w2, b2, 'none', dtype)
+
+    return tiled(run, x, tile, w2.shape[0], dtype)
+
+
+def keys_times_values(k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """(B, T, h, d) keys and values -> k^T v (B, h, d, d) in float32 at least.
+
+    bf16 inputs go to the bf16 GEMM as they are: it accumulates in float32
+    (oneDNN and PyTorch's CPU GEMM both do), and only each tile's (d, d)
+    result is rounded to bf16 before it is widened again. Other half types
+    are widened first.
+    """
+    acc = accumulation_dtype(k)
+    if k.dtype == v.dtype == torch.bfloat16:
+        # Head-major copies first: the bf16 batched GEMM copies strided
+        # operands itself, more slowly (0.40 vs 0.79 ms for 2048 tokens).
+        k, v = k.transpose(1, 2).contiguous(), v.transpose(1, 2).contiguous()
+        return (k.transpose(-2, -1) @ v).to(acc)
+    return k.to(acc).permute(0, 2, 3, 1) @ v.to(acc).transpose(1, 2)
+
+
+def ufo_queries_and_kv(attn: UFOAttention, x: torch.Tensor, dtype: torch.dtype,
+                       tile: Optional[int]) -> Tuple[torch.Tensor, torch.Tensor]:
+    """The pass over the tokens: XNorm'd queries (B, N, C) and k^T v (B, h, d, d,
+    float32; not yet normalised), ``tile`` tokens at a time."""
+    B, N, C = x.shape
+    h = attn.num_heads
+    tile = tile if tile and N > tile else N
+    gamma_q = attn.gammas()[0].view(h, 1)
+    q = x.new_empty(B, N, C, dtype=dtype)
+    kv = None
+    for start in range(0, N, tile):
+        t = x[:, start:start + tile]
+        qt, kt, vt = linear(attn.qkv, t, dtype).view(B, t.shape[1], 3, h, C // h).unbind(2)
+        with torch.autocast(device_type='cpu', enabled=False):
+            part = keys_times_values(kt, vt)
+        kv = part if kv is None else kv.add_(part)
+        xnorm(qt, gamma_q, dim=-1, eps=attn.eps, out=q[:, start:start + tile].view(qt.shape))
+    return q, kv
+
+
+def ufo_attention(attn: UFOAttention, x: torch.Tensor, dtype: torch.dtype,
+                  tile: Optional[int]) -> torch.Tensor:
+    """UFOAttention with XNorm(k^T v) folded into the output projection."""
+    q, kv = ufo_queries_and_kv(attn, x, dtype, tile)
+    B, h, d, _ = kv.shape
+    C = h * d
+    with torch.autocast(device_type='cpu', enabled=False):
+        kv = xnorm(kv, attn.gammas()[1], dim=attn.kv_norm_dim, eps=attn.eps)
+        # blockdiag(kv) @ W^T: head i's d x d block times rows i*d..(i+1)*d of
+        # W^T -> (B, C, C); O(C^2 d), independent of N. oneDNN wants (out, in).
+        fused = (kv @ attn.proj.weight.to(kv.dtype).t().reshape(h, d, C)).reshape(B, C, C)
+    fused_t, bias = fused.transpose(1, 2).to(dtype), attn.proj.bias.to(dtype)
+    out = [kernels.linear(q[b], fused_t[b].contiguous(), bias, 'none', dtype) for b in range(B)]
+    return out[0].unsqueeze(0) if B == 1 else torch.stack(out)
+
+
+def attention(attn: nn.Module, x: torch.Tensor, dtype: torch.dtype, tile: Optional[int]):
+    """Any attention variant: UFO's folded route, or the variant's own ``attend``
+    between oneDNN projections (softmax, XCA)."""
+    if isinstance(attn, UFOAttention):
+        return ufo_attention(attn, x, dtype, tile)
+    B, N, C = x.shape
+    q, k, v = linear(attn.qkv, x, dtype).reshape(B, N, 3, attn.num_heads, -1) \
+        .permute(2, 0, 3, 1, 4).unbind(0)
+    return linear(attn.proj, attn.attend(q, k, v).transpose(1, 2).reshape(B, N, C), dtype)
+
+
+class CPUInference:
+    """UFOViT's three stages on the fast route, for ``model`` in eval mode
+    without autograd (see :func:`route_dtype`), computing in ``dtype``.
+
+    Same interface as UFOViT's ``embed`` / ``forward_blocks`` /
+    ``forward_pyramid``, same results up to float rounding.
+    """
+
+    def __init__(self, model: nn.Module, dtype: torch.dtype,
+                 tile_tokens: Optional[int] = TILE_TOKENS):
+        self.model, self.dtype, self.tile_tokens = model, dtype, tile_tokens
+
+    def embed(self, x: torch.Tensor):
+        m = self.model
+        x = patch_embed(m.patch_embed, x, self.dtype)
+        B, C, Hp, Wp = x.shape
+        x = x + m.pos_embed(x).to(x.dtype)
+        return x.flatten(2).transpose(1, 2), (B, C, Hp, Wp)
+
+    def block(self, blk: nn.Module, x: torch.Tensor, H: int, W: int) -> torch.Tensor:
+        """``UFOBlock``: the first residual update makes the block's own new x;
+        the next two go into it in place (never into the block's input)."""
+        dtype, tile = self.dtype, self.tile_tokens
+        x = torch.addcmul(x, blk.gamma1, attention(blk.attn, blk.norm1(x), dtype, tile))
+        x.addcmul_(blk.gamma3, lpi(blk.local_mp, blk.norm3(x), H, W, dtype))
+        return x.addcmul_(blk.gamma2, mlp(blk.mlp, blk.norm2(x), dtype, tile))
+
+    def forward_blocks(self, x: torch.Tensor, B: int, C: int, Hp: int, Wp: int) -> list:
+        feats = []
+        for i, blk in enumerate(self.model.blocks):
+            x = self.block(blk, x, Hp, Wp)
+            if i in self.model.out_indices:
+                feats.append(x.reshape(B, Hp, Wp, C).permute(0, 3, 1, 2))
+        return feats
+
+    def adapt(self, adapter: nn.Module, x: torch.Tensor, size: Tuple[int, int]) -> torch.Tensor:
+        """One pyramid level, contiguous NCHW; the up-sampling adapters as
+        row-tiled GEMMs with the BN folded (:func:`.kernels.upsample_nchw`)."""
+        layers = kernels.upsampling_layers(adapter)
+        out = kernels.upsample_nchw(x, layers, self.dtype) if layers else adapter(x)
+        return out[..., :size[0], :size[1]].contiguous()
+
+    def forward_pyramid(self, feats: Sequence[torch.Tensor], image_size) -> Tuple[torch.Tensor, ...]:
+        m = self.model
+        H, W = image_size
+        sizes = [((H + s - 1) // s, (W + s - 1) // s) for s in (4, 8, 16, 32)]
+        return tuple(self.adapt(a, f, size) for a, f, size in
+                     zip((m.fpn1, m.fpn2, m.fpn3, m.fpn4), feats, sizes))
