@@ -74,11 +74,11 @@ def seg_ckpt(tmp_path_factory):
     data_root = make_ade20k(tmp_path_factory.mktemp('synthetic_ade'), num_train=4, num_val=2,
                             img_size=64)
     work = tmp_path_factory.mktemp('seg_train')
-    env = dict(tool_env(), UFO_SEG_DEMO_ITERS=str(ITERS))
-    run_train(SEG_DEMO, work, '--cfg-options', 'train_dataloader.batch_size=2',
+    run_train(SEG_DEMO, work, '--cfg-options', f'train_cfg.max_iters={ITERS}',
+              'train_dataloader.batch_size=2',
               *[f'{loader}.dataset.data_root={data_root}'
                 for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader')],
-              env=env, timeout=600)
+              timeout=600)
     ckpt = work / f'iter_{ITERS}.pth'
     assert ckpt.is_file(), sorted(p.name for p in work.iterdir())
     return ckpt
