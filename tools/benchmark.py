@@ -53,9 +53,7 @@ import os
 import os.path as osp
 import sys
 
-ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
+sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 from ufo_mm.benchmark.report import print_table, summary, write_outputs  # noqa: E402
 from ufo_mm.benchmark.runner import Benchmark, resolve_precisions  # noqa: E402

@@ -34,11 +34,10 @@ def make_ade20k(root, num_train, num_val, img_size=128, seed=0, val_seed=None,
     """Write both splits under ``root/ADEChallengeData2016``; return it (mmseg's ``data_root``).
 
     Args:
-        root: output folder, created if needed.
-        num_train, num_val: number of images per split.
-        img_size: int (square) or ``(H, W)``; each side at least 32.
-        seed: seed of the training split; image i depends only on ``(seed, i)``.
-        val_seed: seed of the validation split, ``seed + VAL_SEED_OFFSET`` by default.
+        root, num_train, num_val, img_size, seed, val_seed: as in
+            :func:`ufo_mm.datasets.synthetic_coco.make_coco` (output folder,
+            images per split, size, per-split seeds; image i depends only on
+            ``(seed, i)``).
         max_shapes: most shapes per image (1 to ``max_shapes`` are drawn).
         size_range: shape diameter range as a fraction of the short image side.
     """

@@ -199,3 +199,19 @@ def test_fused_kernels_run_and_flop_counter_sees_them():
     # kv into the projection (C^2 d per image), and the fast route recomputes
     # the LPI's border strips: within 1% on this 8 x 8 token map.
     assert counts[0] == pytest.approx(counts[1], rel=1e-2)
+
+
+def test_bf16_keys_times_values_accumulate_in_float32():
+    """k^T v of bf16 tiles is a sum over many tokens: it must not accumulate in
+    bf16 (8-bit mantissa: a running sum of ones would stop at 256)."""
+    T = 65536
+    ones = torch.ones(1, T, 2, 8, dtype=torch.bfloat16)
+    kv = cpu_inference.keys_times_values(ones, ones)
+    assert kv.dtype == torch.float32
+    assert torch.equal(kv, torch.full((1, 2, 8, 8), float(T)))
+    torch.manual_seed(0)
+    k, v = torch.randn(2, T, 2, 8), torch.randn(2, T, 2, 8) + 0.5
+    ref = k.double().permute(0, 2, 3, 1) @ v.double().transpose(1, 2)
+    kv = cpu_inference.keys_times_values(k.bfloat16(), v.bfloat16())
+    # bf16 inputs: each product is off by ~2^-8, those errors average out
+    assert ((kv.double() - ref).norm() / ref.norm()) < 1e-2
