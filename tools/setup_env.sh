@@ -83,9 +83,17 @@ if [ -z "$WHEEL" ]; then
   step "$CURRENT_STEP: building from source (6 to 13 minutes on 2 cores, by CPU kind)"
   # --no-cache-dir: pip would reuse its cached wheel, built against another torch
   BUILD="$(mktemp -d)"
-  (cd "$BUILD" && MMCV_WITH_OPS=1 MAX_JOBS="${MAX_JOBS:-2}" FORCE_CUDA=0 \
+  "${PIP[@]}" download --no-cache-dir --no-deps --no-binary :all: "mmcv==$MMCV_VERSION" -d "$BUILD"
+  tar -xzf "$BUILD/mmcv-$MMCV_VERSION.tar.gz" -C "$BUILD"
+  SRC="$BUILD/mmcv-$MMCV_VERSION"
+  # torch >= 2.10's headers need C++20 (ATen.h says which); mmcv 2.1.0 asks for C++17
+  if grep -q "C++20 or later" "$("$VPY" -c 'import torch.utils.cpp_extension as c; print(c.include_paths()[0])')/ATen/ATen.h"; then
+    step "this torch needs C++20: building mmcv with -std=c++20"
+    sed -i "s/'-std=c++17'/'-std=c++20'/" "$SRC/setup.py"
+  fi
+  (cd "$SRC" && MMCV_WITH_OPS=1 MAX_JOBS="${MAX_JOBS:-2}" FORCE_CUDA=0 \
      "$VPY" -m pip --disable-pip-version-check wheel --no-cache-dir --no-build-isolation --no-deps \
-     "mmcv==$MMCV_VERSION" -w "$BUILD")
+     . -w "$BUILD")
   WHEEL_BUILT="$(ls "$BUILD"/mmcv-*.whl)"
   cp "$WHEEL_BUILT" "$CACHE/"
   WHEEL="$CACHE/$(basename "$WHEEL_BUILT")"

@@ -95,7 +95,7 @@ def test_project_tools_train_resume_and_test(ade_root, tmp_path):
 
 def eval_resolutions(args, timeout=600):
     """tools/eval_resolutions.py ARGS; the rows of the JSON file it writes."""
-    run([REPO / 'tools/eval_resolutions.py', *args], iters=None, timeout=timeout)
+    run([REPO / 'tools/eval_resolutions.py', *args], timeout=timeout)
     json_file = Path(args[args.index('--work-dir') + 1]) / 'resolutions.json'
     return json.loads(json_file.read_text())['results']
 
