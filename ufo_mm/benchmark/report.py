@@ -48,7 +48,9 @@ def add_ratios(rows):
 
 
 def print_table(rows, threads):
-    """The inference results table on stdout (the training steps: :func:`train_table`)."""
+    """The inference results table on stdout, if any (the training steps: :func:`train_table`)."""
+    if not inference(rows, compiled=True):
+        return
     print(f'\nCPU inference, batch 1, torch threads = {threads}; times are medians '
           f'(backbones: of rounds interleaved with the peers at the same size); '
           f'x{MODELS[REFERENCE]["label"]} = peer / UFO-ViT-S12/16 at the same size and precision; '
@@ -276,7 +278,8 @@ def plot(rows, path, threads):
         ax.set_xlabel('input megapixels (squares: 1024x2048)')
         ax.set_ylabel(ylabel)
         ax.grid(True, which='both', alpha=0.3)
-    axes[0].legend(fontsize=6.5, ncol=2)
+    if axes[0].lines:  # none in a run of training steps only
+        axes[0].legend(fontsize=6.5, ncol=2)
     fig.suptitle(f'CPU inference, batch 1, {threads} threads (solid fp32, dashed bf16 autocast)')
     fig.tight_layout()
     fig.savefig(path, dpi=110)
