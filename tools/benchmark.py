@@ -16,6 +16,22 @@ For every (model, input size, precision) case it measures, in eval mode under
     ratios are what matter). The full models, compared with nothing, are
     timed alone: median of ``--repeats`` runs.
 
+``--compile`` adds, for every backbone case, ``torch.compile(model)`` (default
+inductor backend; a C++ compiler is needed) timed in the same interleaved
+rounds: its first call (a cold inductor cache: the compile and one run) is
+``compile_s``, apart from the median of the steady calls; its rows are
+labelled ``(compiled)`` (CSV ``compiled``), memory not measured. A failing
+compile is the row's status.
+
+``--train`` adds a training-step table: each of ``--train-models`` (default
+UFO-ViT-S12/16 and Swin-T) in train mode, forward + backward of the sum of
+the four outputs' means under ``torch.enable_grad()``, gradients set to None
+(no optimizer step), fp32, without and with ``with_cp=True``, at each of
+``--train-sizes`` (SIDE[xW][:BATCH]; default 512x512 batch 2 and 1024x1024
+batch 1): alone for the step memory (``fwd_mem_mb``), then interleaved with
+the other cases at that input (``mode=train`` rows; with ``--compile`` the
+compiled step too). ``--train-only`` skips the inference cases.
+
 Precisions: fp32, and bf16 autocast (``torch.autocast('cpu', dtype=torch.bfloat16)``)
 where this CPU computes bf16 natively (AVX512-BF16 / AMX; ``ufo_mm.cpu_features``).
 On other CPUs bf16 is emulated, many times slower than fp32: the default runs
@@ -47,6 +63,8 @@ Usage:
     python tools/benchmark.py --out-dir docs/performance  # full run; leave the machine idle
     python tools/benchmark.py --quick --out-dir /tmp/bench         # smoke run
     python tools/benchmark.py --models ufo_s12 swin_t --sizes 1024 --precisions fp32
+    python tools/benchmark.py --models ufo_s12 swin_t --sizes 512 --compile
+    python tools/benchmark.py --train-only --train-sizes 512:2 --repeats 3
 """
 import argparse
 import os
@@ -55,9 +73,9 @@ import sys
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
-from ufo_mm.benchmark.report import print_table, summary, write_outputs  # noqa: E402
+from ufo_mm.benchmark.report import print_table, summary, train_table, write_outputs  # noqa
 from ufo_mm.benchmark.runner import Benchmark, resolve_precisions  # noqa: E402
-from ufo_mm.benchmark.zoo import BACKBONES, FULL_MODELS, MODELS  # noqa: E402
+from ufo_mm.benchmark.zoo import BACKBONES, FULL_MODELS, MODELS, TRAIN_MODELS  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -92,11 +110,19 @@ def parse_args(argv=None):
                         'during its timed runs (shared machines)')
     p.add_argument('--retries', type=int, default=2, help='reruns of a disturbed case')
     p.add_argument('--retry-wait-s', type=float, default=15.)
+    p.add_argument('--compile', action='store_true',
+                   help='also time torch.compile(model) of every backbone and training case')
+    p.add_argument('--train', action='store_true', help='also time training steps')
+    p.add_argument('--train-only', action='store_true', help='training steps only')
+    p.add_argument('--train-models', nargs='+', default=['ufo_s12', 'swin_t'],
+                   choices=TRAIN_MODELS)
+    p.add_argument('--train-sizes', nargs='+', default=['512:2', '1024:1'],
+                   help='training inputs: SIDE or HxW, then :BATCH (default 1)')
     p.add_argument('--no-flops', action='store_true', help='do not count FLOPs')
     p.add_argument('--out-dir', default='work_dirs/benchmark')
     p.add_argument('--quick', action='store_true',
                    help='smoke run: sizes 256 and 512 unless given, 1 timed run, '
-                        'fp32, backbones only unless --models is given')
+                        'fp32, backbones only unless --models is given, training at 256:1')
     args = p.parse_args(argv)
     if args.quick:
         given = set(a.split('=')[0] for a in (argv if argv is not None else sys.argv[1:]))
@@ -108,8 +134,12 @@ def parse_args(argv=None):
             args.precisions = ['fp32']
         if '--models' not in given:
             args.models = BACKBONES
+        if '--train-sizes' not in given:
+            args.train_sizes = ['256:1']
         args.warmup, args.repeats = 1, 1
         args.retries = 0
+    if args.train_only:
+        args.train, args.models = True, []
     args.precisions = resolve_precisions(args.precisions)
     args.full_precisions = resolve_precisions(args.full_precisions)
     return args
@@ -129,6 +159,7 @@ def main(argv=None):
              ' (bf16 not run: pass --precisions fp32 bf16 to measure it emulated)'), flush=True)
     rows = benchmark.run()
     print_table(rows, args.threads)
+    print('\n'.join(train_table(rows)))
     lines = summary(rows, benchmark.gemm)
     print('\n' + '\n'.join(lines))
     csv_path, png_path = write_outputs(rows, lines, args.out_dir, args.threads)

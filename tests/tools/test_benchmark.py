@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-COLUMNS = ['model', 'label', 'kind', 'precision', 'height', 'width', 'megapixels', 'threads',
-           'status', 'time_ms_median', 'time_ms_min', 'repeats', 'timing', 'time_ms_alone',
-           'peak_rss_mb', 'base_rss_mb',
+COLUMNS = ['model', 'label', 'kind', 'mode', 'precision', 'compiled', 'with_cp', 'height',
+           'width', 'batch', 'megapixels', 'threads', 'status', 'time_ms_median', 'time_ms_min',
+           'repeats', 'timing', 'time_ms_alone', 'compile_s', 'peak_rss_mb', 'base_rss_mb',
            'fwd_mem_mb', 'gflops', 'other_cpu', 'time_ratio_vs_ufo_s12', 'mem_ratio_vs_ufo_s12',
            'note']
 
@@ -25,18 +25,20 @@ def quick_run(tmp_path_factory):
     # extrapolated past 1.5 GiB and must be skipped; UFO-ViT (linear) must run.
     cmd = [sys.executable, 'tools/benchmark.py', '--quick', '--threads', '1',
            '--models', 'ufo_s12', 'vit_s', '--sizes', '64', '256', '--shapes', '64x128',
-           '--mem-budget-gb', '1.5', '--out-dir', str(out)]
+           '--mem-budget-gb', '1.5', '--train', '--train-models', 'ufo_t12',
+           '--train-sizes', '64:2', '--out-dir', str(out)]
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     with open(out / 'benchmark.csv') as f:
         reader = csv.DictReader(f)
         rows = list(reader)
         header = reader.fieldnames
-    return out, proc.stdout, header, rows
+    train = [r for r in rows if r['mode'] == 'train']
+    return out, proc.stdout, header, [r for r in rows if r['mode'] == 'infer'], train
 
 
 def test_csv_columns_and_one_row_per_case(quick_run):
-    _, _, header, rows = quick_run
+    _, _, header, rows, _ = quick_run
     assert header == COLUMNS
     cases = {(r['model'], r['precision'], int(r['height']), int(r['width'])) for r in rows}
     assert cases == {(m, 'fp32', h, w) for m in ('ufo_s12', 'vit_s')
@@ -45,7 +47,7 @@ def test_csv_columns_and_one_row_per_case(quick_run):
 
 
 def test_measurements_are_sane(quick_run):
-    _, _, _, rows = quick_run
+    _, _, _, rows, _ = quick_run
     ok = [r for r in rows if r['status'] == 'ok']
     assert len(ok) == 5
     for r in ok:
@@ -62,18 +64,18 @@ def test_measurements_are_sane(quick_run):
 def test_backbones_timed_interleaved_with_the_peers_at_their_size(quick_run):
     """Every model that ran at a size is timed again in one process with the
     others at that size (a slow phase of the machine hits all of them)."""
-    _, stdout, _, rows = quick_run
+    _, stdout, _, rows, _ = quick_run
     by = {(r['model'], int(r['height']), int(r['width'])): r for r in rows}
     for h, w in ((64, 64), (64, 128)):
         assert by[('ufo_s12', h, w)]['timing'] == by[('vit_s', h, w)]['timing'] == \
             'interleaved, 2 models'
-        assert f'interleaved fp32 {h}x{w}: UFO-ViT-S12/16' in stdout
+        assert f'interleaved infer fp32 {h}x{w}: UFO-ViT-S12/16' in stdout
     assert by[('ufo_s12', 256, 256)]['timing'] == 'interleaved, 1 model'  # ViT-S skipped
     assert by[('vit_s', 256, 256)]['timing'] == ''
 
 
 def test_ratios_are_relative_to_ufo_s12(quick_run):
-    _, _, _, rows = quick_run
+    _, _, _, rows, _ = quick_run
     by = {(r['model'], int(r['height']), int(r['width'])): r for r in rows}
     for h, w in ((64, 64), (64, 128)):
         ufo, vit = by[('ufo_s12', h, w)], by[('vit_s', h, w)]
@@ -85,7 +87,7 @@ def test_ratios_are_relative_to_ufo_s12(quick_run):
 
 
 def test_quadratic_model_skipped_past_memory_budget(quick_run):
-    _, stdout, _, rows = quick_run
+    _, stdout, _, rows, _ = quick_run
     by = {(r['model'], int(r['height'])): r for r in rows}
     assert by[('ufo_s12', 256)]['status'] == 'ok'
     skipped = by[('vit_s', 256)]
@@ -95,7 +97,7 @@ def test_quadratic_model_skipped_past_memory_budget(quick_run):
 
 
 def test_plot_and_summary_written(quick_run):
-    out, stdout, _, _ = quick_run
+    out, stdout, _, _, _ = quick_run
     png = out / 'benchmark.png'
     assert png.read_bytes()[:8] == b'\x89PNG\r\n\x1a\n' and png.stat().st_size > 10_000
     assert (out / 'benchmark_summary.txt').exists()
@@ -104,3 +106,18 @@ def test_plot_and_summary_written(quick_run):
     assert 'skipped (OOM risk)' in tables
     assert 'plain fp32 GEMM 4096^3' in stdout
     assert 'threads per case: 1' in stdout
+
+
+def test_train_rows_with_and_without_cp_interleaved(quick_run):
+    """--train: the training step of each --train-models at --train-sizes (64:2),
+    without and with with_cp, alone for memory then interleaved."""
+    out, stdout, _, _, train = quick_run
+    assert [(r['model'], r['height'], r['batch'], r['with_cp']) for r in train] == \
+        [('ufo_t12', '64', '2', 'False'), ('ufo_t12', '64', '2', 'True')]
+    for r in train:
+        assert r['status'] == 'ok' and r['compiled'] == 'False' and r['precision'] == 'fp32'
+        assert float(r['time_ms_median']) > 0 and float(r['fwd_mem_mb']) > 0
+        assert r['timing'] == 'interleaved, 2 models' and r['gflops'] == ''
+    assert 'interleaved train fp32 64x64 batch 2: UFO-ViT-T12/16' in stdout
+    tables = (out / 'benchmark_tables.md').read_text()
+    assert '| UFO-ViT-T12/16 +cp | 64x64 | 2 |' in tables

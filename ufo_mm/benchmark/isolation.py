@@ -5,7 +5,7 @@ import time
 
 from ufo_mm.analysis.process_stats import rss_bytes
 
-from .measure import run_case
+from .measure import error_status, run_case
 
 
 def _child(spec, conn):
@@ -13,7 +13,7 @@ def _child(spec, conn):
     try:
         conn.send(run_case(spec))
     except Exception as e:  # reported as the case's status, the run goes on
-        conn.send(dict(status=f'error: {type(e).__name__}: {str(e)[:200]}'))
+        conn.send(dict(status=error_status(e)))
     finally:
         conn.close()
 

@@ -1,12 +1,15 @@
 """One benchmark case inside the process that runs it: build, warm up, time,
-read the memory high-water mark; a group of backbones timed interleaved; the
+read the memory high-water mark; a group of cases timed interleaved; the
 reference GEMM. Each returns a dict of measurements (``status='ok'``)."""
+import contextlib
 import gc
+import os
+import tempfile
 import time
 
 from ufo_mm.analysis.process_stats import cpu_jiffies, other_cpu_cores, peak_rss_bytes, rss_bytes
 
-from .zoo import MODELS, build_backbone, build_full_model, make_forward
+from .zoo import build_step
 
 
 def count_flops(fn) -> int:
@@ -18,22 +21,28 @@ def count_flops(fn) -> int:
     return counter.get_total_flops()
 
 
-def warm_up(fn, n: int):
-    """Run ``fn`` ``n`` times; the duration (s) of the first run, None if n == 0."""
-    first = None
+def warm_up(fn, n: int) -> list:
+    """Run ``fn`` ``n`` times; the duration (s) of each run."""
+    durations = []
     for _ in range(n):
         t0 = time.perf_counter()
         fn()
-        first = time.perf_counter() - t0 if first is None else first
-    return first
+        durations.append(time.perf_counter() - t0)
+    return durations
 
 
-def capped_repeats(spec: dict, first) -> int:
+def warm_ups(spec: dict, compiled: bool) -> int:
+    """Untimed runs before the timing: ``spec['warmup']``, at least 2 for a
+    compiled case (its first run is the compile)."""
+    return max(2 if compiled else 0, spec['warmup'])
+
+
+def capped_repeats(spec: dict, per_run) -> int:
     """``spec['repeats']`` timed runs, fewer (at least one) when runs as long as
-    the first warm-up would take more than ``spec['max_timed_s']``."""
-    if first is None or not spec.get('max_timed_s'):
+    ``per_run`` (s; the last warm-up) would take more than ``spec['max_timed_s']``."""
+    if per_run is None or not spec.get('max_timed_s'):
         return spec['repeats']
-    return max(1, min(spec['repeats'], int(spec['max_timed_s'] / max(first, 1e-6))))
+    return max(1, min(spec['repeats'], int(spec['max_timed_s'] / max(per_run, 1e-6))))
 
 
 def time_stats(times) -> dict:
@@ -43,68 +52,115 @@ def time_stats(times) -> dict:
                 repeats=len(times))
 
 
+def error_status(e: Exception) -> str:
+    """The row status of a case that raised ``e``."""
+    return f'error: {type(e).__name__}: {str(e)[:200]}'
+
+
+@contextlib.contextmanager
+def fresh_compile_cache(enabled: bool):
+    """With ``enabled``: inductor's cache in a new directory, removed afterwards,
+    so that a compiled case's first call is a cold compile (what a first run
+    meets), not a load of what an earlier case compiled."""
+    if not enabled:
+        yield
+        return
+    old = os.environ.get('TORCHINDUCTOR_CACHE_DIR')
+    with tempfile.TemporaryDirectory(prefix='benchmark_inductor_') as cache:
+        os.environ['TORCHINDUCTOR_CACHE_DIR'] = cache
+        try:
+            yield
+        finally:
+            if old is None:
+                os.environ.pop('TORCHINDUCTOR_CACHE_DIR')
+            else:
+                os.environ['TORCHINDUCTOR_CACHE_DIR'] = old
+
+
+def precision_context(spec: dict):
+    """No autograd (a training step turns it on inside), bf16 autocast for the bf16 precisions."""
+    import torch
+    bf16 = spec['precision'].startswith('bf16')
+    context = contextlib.ExitStack()
+    context.enter_context(torch.no_grad())
+    context.enter_context(torch.autocast('cpu', dtype=torch.bfloat16, enabled=bf16))
+    return context
+
+
 def run_case(spec: dict) -> dict:
-    """Build, warm up and time one case in this process; returns the measurements."""
+    """Build, warm up and time one case (``zoo.build_step``) in this process;
+    returns the measurements. A compiled case's first call is ``compile_s``."""
     import torch
     torch.set_num_threads(spec['threads'])
     if spec['model'] == 'gemm':
         return run_gemm(spec)
     if spec['model'] == 'group':
         return run_group(spec)
-    name, H, W = spec['model'], spec['height'], spec['width']
-    if MODELS[name]['kind'] == 'backbone':
-        model = build_backbone(name)
-    else:
-        model = build_full_model(name)
-    fwd = make_forward(name, model, H, W)
-    gc.collect()
-    base = rss_bytes()
-    bf16 = spec['precision'].startswith('bf16')
     times = []
-    with torch.no_grad(), torch.autocast('cpu', dtype=torch.bfloat16, enabled=bf16):
-        repeats = capped_repeats(spec, warm_up(fwd, spec['warmup']))
-        jiffies, t_start = cpu_jiffies(), time.perf_counter()
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            fwd()
-            times.append(time.perf_counter() - t0)
-        other = other_cpu_cores(jiffies, t_start)
-        peak = peak_rss_bytes()
-        gflops = None
-        if spec.get('flops'):
-            gflops = count_flops(fwd) / 1e9
+    with fresh_compile_cache(spec.get('compile')):
+        step = build_step(spec)
+        gc.collect()
+        base = rss_bytes()
+        with precision_context(spec):
+            durations = warm_up(step, warm_ups(spec, spec.get('compile')))
+            repeats = capped_repeats(spec, durations[-1] if durations else None)
+            jiffies, t_start = cpu_jiffies(), time.perf_counter()
+            for _ in range(repeats):
+                t0 = time.perf_counter()
+                step()
+                times.append(time.perf_counter() - t0)
+            other = other_cpu_cores(jiffies, t_start)
+            peak = peak_rss_bytes()
+            gflops = None
+            if spec.get('flops'):
+                gflops = count_flops(step) / 1e9
     return dict(status='ok', **time_stats(times), peak_rss_mb=peak / 2**20,
                 base_rss_mb=base / 2**20, fwd_mem_mb=(peak - base) / 2**20, gflops=gflops,
-                other_cpu=other, threads=torch.get_num_threads())
+                other_cpu=other, threads=torch.get_num_threads(),
+                compile_s=durations[0] if spec.get('compile') else None)
 
 
 def run_group(spec: dict) -> dict:
-    """Time several models on the same input in one process, interleaved: after
-    a warm-up of each, ``repeats`` rounds run every model once, in an order
-    rotated by one each round. A model whose warm-up took longer than
-    ``max_timed_s / repeats`` takes part in fewer rounds (at least one).
-    Returns {model: measurements}."""
+    """Time several cases on the same input in one process, interleaved: the
+    ``spec['members']`` (dicts of model, with_cp, compile; the input, batch,
+    mode and precision are ``spec``'s), after a warm-up of each, run
+    ``repeats`` rounds of one call each, in an order rotated by one each
+    round. A member whose last warm-up took longer than ``max_timed_s / repeats``
+    takes part in fewer rounds (at least one); one whose build, compile or
+    warm-up raised gets that as its status, the others go on. Returns
+    ``members``: the measurements of each, in order (``compile_s``: the
+    first call of a compiled member)."""
     import torch
     torch.set_num_threads(spec['threads'])
-    H, W = spec['height'], spec['width']
-    names = spec['models']
-    fwds = {n: make_forward(n, build_backbone(n), H, W) for n in names}
-    bf16 = spec['precision'].startswith('bf16')
-    times = {n: [] for n in names}
-    with torch.no_grad(), torch.autocast('cpu', dtype=torch.bfloat16, enabled=bf16):
-        rounds = {n: capped_repeats(spec, warm_up(fwds[n], max(1, spec['warmup'])))
-                  for n in names}
+    members = spec['members']
+    results = [{} for _ in members]
+    steps, rounds = {}, {}
+    with fresh_compile_cache(any(m.get('compile') for m in members)), precision_context(spec):
+        for i, member in enumerate(members):
+            try:
+                steps[i] = build_step(dict(spec, **member))
+                durations = warm_up(steps[i], max(1, warm_ups(spec, member.get('compile'))))
+            except Exception as e:  # a failing compile is the member's status
+                steps.pop(i, None)
+                results[i]['status'] = error_status(e)
+                continue
+            rounds[i] = capped_repeats(spec, durations[-1])
+            if member.get('compile'):
+                results[i]['compile_s'] = durations[0]
+        times = {i: [] for i in steps}
+        order = list(steps)
         jiffies, t_start = cpu_jiffies(), time.perf_counter()
-        for r in range(max(rounds.values())):
-            for n in names[r % len(names):] + names[:r % len(names)]:
-                if len(times[n]) < rounds[n]:
+        for r in range(max(rounds.values(), default=0)):
+            for i in order[r % len(order):] + order[:r % len(order)]:
+                if len(times[i]) < rounds[i]:
                     t0 = time.perf_counter()
-                    fwds[n]()
-                    times[n].append(time.perf_counter() - t0)
+                    steps[i]()
+                    times[i].append(time.perf_counter() - t0)
         other = other_cpu_cores(jiffies, t_start)
-    timing = f'interleaved, {len(names)} model' + ('s' if len(names) > 1 else '')
-    return dict(status='ok', other_cpu=other, threads=torch.get_num_threads(),
-                models={n: dict(time_stats(ts), timing=timing) for n, ts in times.items()})
+    timing = f'interleaved, {len(members)} model' + ('s' if len(members) > 1 else '')
+    for i, ts in times.items():
+        results[i].update(status='ok', **time_stats(ts), timing=timing)
+    return dict(status='ok', other_cpu=other, threads=torch.get_num_threads(), members=results)
 
 
 def run_gemm(spec: dict) -> dict:

@@ -1,11 +1,12 @@
-"""The benchmark run: which cases, which are skipped as too large, each
-measured in its own process, the backbones timed again interleaved, the
-reference GEMM at the start and the end (:class:`Benchmark`)."""
+"""The benchmark run: which cases (inference; with ``--compile`` their
+``torch.compile`` twins; with ``--train`` training steps), which are skipped
+as too large, each measured in its own process, the backbones timed again
+interleaved, the reference GEMM at the start and the end (:class:`Benchmark`)."""
 import multiprocessing as mp
 
 from .isolation import measure, run_isolated
 from .report import add_ratios
-from .zoo import MODELS
+from .zoo import MODELS, case_label
 
 
 def parse_shape(s: str):
@@ -15,12 +16,28 @@ def parse_shape(s: str):
     return int(s), int(s)
 
 
+def parse_train_size(s: str):
+    """'512:2' -> (512, 512, 2): an input (side or HxW) and the batch, 1 when
+    left out ('1024x2048' -> (1024, 2048, 1))."""
+    shape, _, batch = s.partition(':')
+    return parse_shape(shape) + (int(batch or 1),)
+
+
+def variants(case: dict, compile_too: bool) -> list:
+    """``case`` and, with ``compile_too``, its ``torch.compile`` twin right after it."""
+    return [case] + ([dict(case, compile=True)] if compile_too else [])
+
+
 def plan_cases(args):
+    """The inference cases: each backbone at every input and precision (with
+    ``args.compile``: each followed by its compiled twin), the full models at
+    theirs. Inputs smallest first."""
     shapes = sorted({parse_shape(s) for s in args.sizes} | {parse_shape(s) for s in args.shapes},
                     key=lambda hw: (hw[0] * hw[1], hw))
     cases = []
     for name in args.models:
-        if MODELS[name]['kind'] == 'backbone':
+        backbone = MODELS[name]['kind'] == 'backbone'
+        if backbone:
             model_shapes, precisions = shapes, args.precisions
         else:
             model_shapes = sorted({parse_shape(s) for s in args.full_sizes},
@@ -28,17 +45,45 @@ def plan_cases(args):
             precisions = args.full_precisions
         for prec in precisions:
             for H, W in model_shapes:
-                cases.append(dict(model=name, height=H, width=W, precision=prec))
+                case = dict(model=name, height=H, width=W, precision=prec, mode='infer', batch=1)
+                cases += variants(case, backbone and args.compile)
     return cases
+
+
+def plan_train_cases(args):
+    """With ``args.train``: the training-step cases, fp32, each of
+    ``args.train_models`` at every ``args.train_sizes`` ('SIDE[xW][:BATCH]'),
+    without and with ``with_cp`` (with ``args.compile``: each followed by its
+    compiled twin). Inputs smallest first."""
+    if not args.train:
+        return []
+    sizes = sorted({parse_train_size(s) for s in args.train_sizes},
+                   key=lambda hwb: (hwb[0] * hwb[1] * hwb[2], hwb))
+    cases = []
+    for name in args.train_models:
+        for H, W, batch in sizes:
+            for with_cp in (False, True):
+                case = dict(model=name, height=H, width=W, precision='fp32', mode='train',
+                            batch=batch, with_cp=with_cp)
+                cases += variants(case, args.compile)
+    return cases
+
+
+def series(case: dict) -> tuple:
+    """What a case shares with the cases it is extrapolated from: all but the input."""
+    return (case['model'], case['precision'], case.get('mode', 'infer'),
+            case.get('with_cp', False), case.get('compile', False))
 
 
 def estimate(prev: dict, case: dict):
     """Time (s) and resident set (bytes) of ``case`` extrapolated from the same
-    model's largest measured case, by the model's growth exponents."""
+    model's largest measured case, by the model's growth exponents (the batch
+    counts as pixels)."""
     if prev is None:
         return None, None
     info = MODELS[case['model']]
-    r = case['height'] * case['width'] / (prev['height'] * prev['width'])
+    r = (case['height'] * case['width'] * case.get('batch', 1)
+         / (prev['height'] * prev['width'] * prev.get('batch', 1)))
     t = prev['time_ms_median'] / 1e3 * r ** info['time_exp']
     mem = prev['base_rss_mb'] * 2**20 + prev['fwd_mem_mb'] * 2**20 * r ** info['mem_exp']
     return t, mem
@@ -56,9 +101,10 @@ def resolve_precisions(requested):
 
 class Benchmark:
     """One benchmark run over the cases of ``args`` (``tools/benchmark.py``'s
-    options: models, sizes, precisions, threads, warm-up, repeats, limits,
-    retries). :meth:`run` returns the result rows and fills :attr:`gemm`
-    (precision -> the faster reference GEMM measurement)."""
+    options: models, sizes, precisions, compile, train models and sizes,
+    threads, warm-up, repeats, limits, retries). :meth:`run` returns the
+    result rows and fills :attr:`gemm` (precision -> the faster reference
+    GEMM measurement)."""
 
     def __init__(self, args):
         self.args = args
@@ -85,11 +131,13 @@ class Benchmark:
 
     def measure_case(self, case: dict, last: dict) -> dict:
         """The row of one case: skipped when extrapolated from ``last`` (the same
-        model's previous size) past the limits, else measured alone."""
+        series' previous size) past the limits, else measured alone (memory;
+        a compiled case only in the interleaved rounds: a second compile)."""
         args = self.args
         info = MODELS[case['model']]
-        row = dict(case, label=info['label'], kind=info['kind'], threads=args.threads,
-                   megapixels=case['height'] * case['width'] / 1e6)
+        row = dict(case, label=case_label(case), kind=info['kind'], threads=args.threads,
+                   megapixels=case['height'] * case['width'] / 1e6,
+                   with_cp=case.get('with_cp', False), compiled=case.get('compile', False))
         t_est, mem_est = estimate(last, case)
         if mem_est is not None and mem_est > args.mem_budget_gb * 2**30:
             row['status'] = 'skipped (OOM risk)'
@@ -97,10 +145,12 @@ class Benchmark:
         elif t_est is not None and t_est > args.max_forward_s:
             row['status'] = 'skipped (time)'
             row['note'] = f'estimated {t_est:.0f} s per forward > {args.max_forward_s:g} s'
+        elif row['compiled']:
+            row['status'] = 'ok'  # until the interleaved rounds say otherwise
         else:
             spec = dict(self.common, **case)
             backbone = info['kind'] == 'backbone'
-            spec['flops'] = (not args.no_flops and backbone and
+            spec['flops'] = (not args.no_flops and backbone and case['mode'] == 'infer' and
                              case['height'] * case['width'] <= 1024 * 1024)
             if backbone:  # timed again below, interleaved with its peers
                 spec['repeats'] = 1
@@ -111,20 +161,31 @@ class Benchmark:
         return row
 
     def run(self) -> list:
-        """Every case, printed as it finishes; then the interleaved timing, the
-        closing GEMM and the ratios."""
+        """Every case, printed as it finishes (a compiled one skipped where its
+        eager twin was); then the interleaved timing, the closing GEMM and the
+        ratios."""
         self.measure_gemm('start of the run')
         rows, last = [], {}
-        for case in plan_cases(self.args):
-            key = (case['model'], case['precision'])
-            row = self.measure_case(case, last.get(key))
-            if row['status'] == 'ok':
-                last[key] = row
+        for case in plan_cases(self.args) + plan_train_cases(self.args):
+            if case.get('compile') and rows[-1]['status'] != 'ok':  # its eager twin
+                row = self.measure_case(case, None)
+                row.update(status=rows[-1]['status'], note='as the eager case')
+            else:
+                row = self.measure_case(case, last.get(series(case)))
+            if row['status'] == 'ok' and not row['compiled']:
+                last[series(case)] = row
             rows.append(row)
-            print(f'  {row["label"]:24s} {row["precision"]} {row["height"]}x{row["width"]}: '
-                  + (f'{row["time_ms_median"]:.0f} ms alone, fwd mem {row["fwd_mem_mb"]:.0f} MB, '
-                     f'peak {row["peak_rss_mb"]:.0f} MB' if row['status'] == 'ok'
-                     else row['status'] + (f' ({row["note"]})' if row.get('note') else '')),
+            input_ = f'{row["height"]}x{row["width"]}' + (
+                f' batch {row["batch"]}' if row['batch'] > 1 else '')
+            if row['status'] == 'ok' and row['compiled']:
+                outcome = 'compiled, timed in the interleaved rounds'
+            elif row['status'] == 'ok':
+                outcome = (f'{row["time_ms_median"]:.0f} ms alone, '
+                           f'{"step" if row["mode"] == "train" else "fwd"} mem '
+                           f'{row["fwd_mem_mb"]:.0f} MB, peak {row["peak_rss_mb"]:.0f} MB')
+            else:
+                outcome = row['status'] + (f' ({row["note"]})' if row.get('note') else '')
+            print(f'  {row["mode"]} {row["label"]:24s} {row["precision"]} {input_}: {outcome}',
                   flush=True)
         self.time_interleaved(rows)
         self.measure_gemm('end of the run')
@@ -132,26 +193,42 @@ class Benchmark:
         return rows
 
     def time_interleaved(self, rows):
-        """Replace the backbones' times by interleaved ones (``measure.run_group``):
-        one process per (precision, input) with every backbone that ran there."""
+        """Time the backbones' cases again, interleaved (``measure.run_group``):
+        one process per (mode, precision, input, batch) with every case that
+        ran there (eager, compiled, with_cp). An eager case whose interleaved
+        timing failed keeps its time alone; a compiled one takes the failure."""
         args = self.args
         groups = {}
         for r in rows:
             if r['kind'] == 'backbone' and r['status'] == 'ok':
-                groups.setdefault((r['precision'], r['height'], r['width']), []).append(r)
-        for (prec, H, W), members in groups.items():
-            spec = dict(self.common, model='group', models=[r['model'] for r in members],
-                        precision=prec, height=H, width=W)
+                groups.setdefault((r['mode'], r['precision'], r['height'], r['width'],
+                                   r['batch']), []).append(r)
+        for (mode, prec, H, W, batch), members in groups.items():
+            spec = dict(self.common, model='group', precision=prec, height=H, width=W,
+                        mode=mode, batch=batch,
+                        members=[dict(model=r['model'], with_cp=r['with_cp'],
+                                      compile=r['compiled']) for r in members])
             res = measure(self.ctx, spec, args, self.mem_kill,
                           timeout_s=args.case_timeout_s * len(members))
+            where = f'  interleaved {mode} {prec} {H}x{W}' + (
+                f' batch {batch}' if batch > 1 else '')
             if res['status'] != 'ok':
                 for r in members:
-                    r['note'] = f'interleaved timing failed ({res["status"]}): time alone'
-                print(f'  interleaved {prec} {H}x{W}: {res["status"]}', flush=True)
+                    if r['compiled']:
+                        r['status'] = f'interleaved run {res["status"]}'
+                    else:
+                        r['note'] = f'interleaved timing failed ({res["status"]}): time alone'
+                print(f'{where}: {res["status"]}', flush=True)
                 continue
-            for r in members:
-                r.update(res['models'][r['model']], other_cpu=res['other_cpu'])
+            for r, m in zip(members, res['members']):
+                if m['status'] != 'ok' and not r['compiled']:
+                    r['note'] = f'interleaved timing failed ({m["status"]}): time alone'
+                    continue
+                r.update(m, other_cpu=res['other_cpu'])
                 if res.get('note'):
                     r['note'] = res['note']
-            print(f'  interleaved {prec} {H}x{W}: ' + ', '.join(
-                f'{r["label"]} {r["time_ms_median"]:.0f} ms' for r in members), flush=True)
+            print(f'{where}: ' + ', '.join(
+                f'{r["label"]} ' + (f'{r["time_ms_median"]:.0f} ms' if r['status'] == 'ok'
+                                    else r['status'])
+                + (f' (first call {r["compile_s"]:.1f} s)' if r.get('compile_s') else '')
+                for r in members), flush=True)

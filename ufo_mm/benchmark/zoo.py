@@ -1,6 +1,7 @@
 """What the benchmark measures: the backbones and full models by name, how each
-is built (random weights, eval mode) and one inference of it on a (1, 3, H, W)
-input."""
+is built (random weights, eval mode), and the call one timed run of a case
+makes (:func:`build_step`): an inference on a (batch, 3, H, W) input, or a
+training step of a backbone, of the model or of ``torch.compile(model)``."""
 import os.path as osp
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
@@ -27,6 +28,8 @@ BACKBONES = [k for k, v in MODELS.items() if v['kind'] == 'backbone']
 # what UFO-ViT-S12/16 is compared with: every backbone but itself and its smaller sibling
 PEERS = [k for k in BACKBONES if k not in (REFERENCE, 'ufo_t12')]
 FULL_MODELS = [k for k, v in MODELS.items() if v['kind'] != 'backbone']
+# backbones whose constructor takes with_cp (activation checkpointing): the training table's
+TRAIN_MODELS = ['ufo_s12', 'ufo_t12', 'swin_t']
 DET_CONFIG = 'configs/ufo_vit/mask-rcnn/mask-rcnn_ufo-vit-s12-p16_fpn_ms-crop-3x_coco.py'
 SEG_CONFIG = 'configs/ufo_vit/upernet/upernet_ufo-vit-s12-p16_8xb2-160k_ade20k-512x512.py'
 def _ufo(**kw):
@@ -34,12 +37,15 @@ def _ufo(**kw):
     return UFOViT(**kw)
 
 
-def build_backbone(name: str):
-    """The nn.Module of a backbone case, random weights, eval mode."""
+def build_backbone(name: str, with_cp: bool = False):
+    """The nn.Module of a backbone case, random weights, eval mode; ``with_cp``
+    (activation checkpointing in training) for :data:`TRAIN_MODELS`."""
+    if with_cp and name not in TRAIN_MODELS:
+        raise ValueError(f'with_cp: only for {TRAIN_MODELS}, not {name!r}')
     if name == 'ufo_s12':
-        m = _ufo(arch='small_12_p16')
+        m = _ufo(arch='small_12_p16', with_cp=with_cp)
     elif name == 'ufo_t12':
-        m = _ufo(arch='tiny_12_p16')
+        m = _ufo(arch='tiny_12_p16', with_cp=with_cp)
     elif name == 'ufo_s12_softmax':
         m = _ufo(arch='small_12_p16', attn_type='softmax')
     elif name == 'ufo_s12_xca':
@@ -47,7 +53,7 @@ def build_backbone(name: str):
     elif name == 'swin_t':
         from mmdet.models.backbones import SwinTransformer
         m = SwinTransformer(embed_dims=96, depths=[2, 2, 6, 2], num_heads=[3, 6, 12, 24],
-                            window_size=7, out_indices=(0, 1, 2, 3))
+                            window_size=7, out_indices=(0, 1, 2, 3), with_cp=with_cp)
     elif name == 'pvtv2_b2':
         from mmdet.models.backbones import PyramidVisionTransformerV2
         m = PyramidVisionTransformerV2(embed_dims=64, num_layers=[3, 4, 6, 3],
@@ -113,10 +119,51 @@ def build_full_model(name: str):
     return build_model(Config(dict(model=_full_model_cfg(kind), default_scope=scope)))
 
 
-def make_forward(name: str, model, H: int, W: int):
-    """A closure running one inference of ``model`` on a (1, 3, H, W) input."""
+def case_label(case: dict) -> str:
+    """The model's label, ``+cp`` with activation checkpointing, `` (compiled)``
+    for ``torch.compile(model)``."""
+    return (MODELS[case['model']]['label'] + (' +cp' if case.get('with_cp') else '')
+            + (' (compiled)' if case.get('compile') else ''))
+
+
+def build_step(case: dict):
+    """The closure one timed run of ``case`` calls, with the model built for it:
+    an inference (eval mode; :func:`make_forward`), or with ``mode='train'`` a
+    training step of the backbone (:func:`make_train_step`; ``with_cp``
+    passed to it); with ``compile=True`` of ``torch.compile(model)``, whose
+    first call compiles."""
     import torch
-    x = torch.randn(1, 3, H, W)
+    name, H, W, batch = case['model'], case['height'], case['width'], case.get('batch', 1)
+    if MODELS[name]['kind'] == 'backbone':
+        model = build_backbone(name, with_cp=case.get('with_cp', False))
+    else:
+        model = build_full_model(name)
+    run = torch.compile(model) if case.get('compile') else model
+    if case.get('mode', 'infer') == 'train':
+        return make_train_step(model, run, torch.randn(batch, 3, H, W))
+    return make_forward(name, run, H, W, batch)
+
+
+def make_train_step(model, run, x):
+    """A closure running one training step of the backbone ``model`` (put in
+    train mode) through ``run`` (the model or its compiled form): forward with
+    autograd on, loss = the sum of the outputs' means, backward, gradients set
+    to None (as ``optimizer.zero_grad()``). No optimizer step: what it costs
+    does not depend on the backbone's design."""
+    import torch
+    model.train()
+
+    def step():
+        with torch.enable_grad():
+            sum(f.mean() for f in run(x)).backward()
+        model.zero_grad(set_to_none=True)
+    return step
+
+
+def make_forward(name: str, model, H: int, W: int, batch: int = 1):
+    """A closure running one inference of ``model`` on a (batch, 3, H, W) input."""
+    import torch
+    x = torch.randn(batch, 3, H, W)
     kind = MODELS[name]['kind']
     if kind == 'backbone':
         return lambda: model(x)

@@ -113,6 +113,9 @@ def test_route_chosen_only_where_it_may_run(monkeypatch):
         gn = UFOViT(arch=dict(embed_dims=32, num_heads=2, depth=4, out_indices=(0, 1, 2, 3)),
                     norm_cfg=dict(type='GN', num_groups=4)).eval()
         assert fast.route_dtype(gn, x) is None  # only BatchNorms fold
+        with monkeypatch.context() as m:  # torch.compile traces the reference math
+            m.setattr(torch.compiler, 'is_compiling', lambda: True)
+            assert fast.route_dtype(model, x) is None
         monkeypatch.setattr(cpu_inference.kernels, 'ONEDNN_AVAILABLE', False)
         assert fast.route_dtype(model, x) is None  # a torch without the kernels
     traced = torch.jit.trace(model, x, check_trace=False)

@@ -36,12 +36,13 @@ TILE_TOKENS = 2048
 def route_dtype(model: nn.Module, x: torch.Tensor) -> Optional[torch.dtype]:
     """The dtype the fast route computes ``model(x)`` in, or None when the
     reference modules must run: training mode, autograd needed, tracing /
-    scripting / ONNX export, not CPU, a torch without the oneDNN kernels, a
-    norm other than BatchNorm, a dtype other than float32 (or bf16 autocast on
-    a CPU with oneDNN bf16 primitives)."""
+    scripting / ONNX export / ``torch.compile`` (it compiles the reference math:
+    inductor fails to lower the oneDNN pointwise ops), not CPU, a torch without
+    the oneDNN kernels, a norm other than BatchNorm, a dtype other than float32
+    (or bf16 autocast on a CPU with oneDNN bf16 primitives)."""
     if not kernels.ONEDNN_AVAILABLE or x.device.type != 'cpu' or model.training or \
             torch.jit.is_tracing() or torch.jit.is_scripting() or \
-            torch.onnx.is_in_onnx_export():
+            torch.onnx.is_in_onnx_export() or torch.compiler.is_compiling():
         return None
     weight = next(model.parameters(), None)
     if weight is None or torch.is_grad_enabled() and (
