@@ -15,7 +15,6 @@ loads through init_cfg=Pretrained. (The converted file is backbone-only and
 its meta does not carry dataset_meta: it initialises a new model, it is not
 for the inferencers, which would fall back to COCO's classes.)
 """
-import importlib.util
 import json
 import subprocess
 import sys
@@ -365,12 +364,10 @@ def test_convert_trained_checkpoint_backbone_loads_through_init_cfg(task, reques
 
     from ufo_mm.models import UFOViT
     ckpt = request.getfixturevalue(f'{task}_ckpt')
-    spec = importlib.util.spec_from_file_location('convert_checkpoint',
-                                                  REPO / 'tools/convert_checkpoint.py')
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
     dst = tmp_path / 'backbone.pth'
-    tool.main([str(ckpt), str(dst), '--prefix', 'backbone'])
+    subprocess.run([sys.executable, str(REPO / 'tools/convert_checkpoint.py'), str(ckpt),
+                    str(dst), '--prefix', 'backbone'], env=tool_env(), cwd=str(REPO),
+                   check=True, capture_output=True, text=True, timeout=300)
 
     written = safe_torch_load(dst)
     assert set(written) == {'state_dict', 'meta'}

@@ -46,8 +46,9 @@ class BF16AutocastOptimWrapper(OptimWrapper):
         if device_type == 'cpu' and not cpu_features.bf16_native():
             if only_if_native:
                 self.autocast = False
-                print_log(f'{cpu_features.bf16_status()}: training in fp32 '
-                          '(optim_wrapper.only_if_native=False forces bf16)', logger='current')
+                print_log(f'{cpu_features.bf16_status()}: training in fp32 (--cfg-options '
+                          'optim_wrapper.type=BF16AutocastOptimWrapper forces bf16)',
+                          logger='current')
             else:
                 print_log(f'{cpu_features.bf16_status()}: bf16 forced by the config',
                           logger='current', level=30)
