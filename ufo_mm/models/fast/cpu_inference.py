@@ -42,7 +42,7 @@ def route_dtype(model: nn.Module, x: torch.Tensor) -> Optional[torch.dtype]:
     (or bf16 autocast on a CPU with oneDNN bf16 primitives)."""
     if not kernels.ONEDNN_AVAILABLE or x.device.type != 'cpu' or model.training or \
             torch.jit.is_tracing() or torch.jit.is_scripting() or \
-            torch.onnx.is_in_onnx_export() or torch.compiler.is_compiling():
+            torch.onnx.is_in_onnx_export() or kernels.compiling():
         return None
     weight = next(model.parameters(), None)
     if weight is None or torch.is_grad_enabled() and (

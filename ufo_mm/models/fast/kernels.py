@@ -50,6 +50,13 @@ def cpu_autocast_dtype() -> Optional[torch.dtype]:
         return torch.get_autocast_cpu_dtype() if torch.is_autocast_cpu_enabled() else None
 
 
+def compiling() -> bool:
+    """Inside ``torch.compile``'s tracing (``torch.compiler.is_compiling``,
+    torch >= 2.3; False where this torch has no such API)."""
+    check = getattr(getattr(torch, 'compiler', None), 'is_compiling', None)
+    return bool(check()) if check is not None else False
+
+
 def foldable_bn(norm: nn.Module) -> bool:
     """An eval-mode BatchNorm with running statistics: an affine map to fold."""
     return isinstance(norm, _BatchNorm) and not norm.training and \
