@@ -463,13 +463,18 @@ class UFOViT(BaseModule):
                 feats.append(x.reshape(B, Hp, Wp, C).permute(0, 3, 1, 2))
         return feats
 
-    def forward_pyramid(self, feats: Sequence[torch.Tensor], image_size) -> Tuple[torch.Tensor, ...]:
-        """The four block outputs -> maps at strides 4, 8, 16, 32 of an image
-        of ``image_size`` (H, W): (B, C, ceil(H/s), ceil(W/s)), contiguous NCHW."""
+    @staticmethod
+    def pyramid_sizes(image_size) -> list:
+        """(ceil(H / s), ceil(W / s)) of the pyramid levels, s = 4, 8, 16, 32."""
         H, W = image_size
         # ceil(H / s) as (H + s - 1) // s: ONNX tracing turns // into a division
         # that truncates toward zero, so the -(-H // s) idiom would give floor.
-        sizes = [((H + s - 1) // s, (W + s - 1) // s) for s in (4, 8, 16, 32)]
+        return [((H + s - 1) // s, (W + s - 1) // s) for s in (4, 8, 16, 32)]
+
+    def forward_pyramid(self, feats: Sequence[torch.Tensor], image_size) -> Tuple[torch.Tensor, ...]:
+        """The four block outputs -> maps at strides 4, 8, 16, 32 of an image
+        of ``image_size`` (H, W): (B, C, ceil(H/s), ceil(W/s)), contiguous NCHW."""
+        sizes = self.pyramid_sizes(image_size)
         adapters = (self.fpn1, self.fpn2, self.fpn3, self.fpn4)
         # Contiguous NCHW: mmcv's CPU RoIAlign ignores strides, and on channels_last
         # maps it silently pools the wrong pixels (Mask R-CNN then cannot learn).

@@ -220,7 +220,6 @@ class CPUInference:
 
     def forward_pyramid(self, feats: Sequence[torch.Tensor], image_size) -> Tuple[torch.Tensor, ...]:
         m = self.model
-        H, W = image_size
-        sizes = [((H + s - 1) // s, (W + s - 1) // s) for s in (4, 8, 16, 32)]
+        sizes = m.pyramid_sizes(image_size)
         return tuple(self.adapt(a, f, size) for a, f, size in
                      zip((m.fpn1, m.fpn2, m.fpn3, m.fpn4), feats, sizes))
