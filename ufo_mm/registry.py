@@ -12,6 +12,14 @@ from .models import UFOViT
 REGISTERED_MODELS = (UFOViT,)
 
 
+def _library_models(library: str) -> tuple:
+    """Modules registered in one library only (they subclass its classes)."""
+    if library == 'mmseg':
+        from .streaming.segmentor import StreamingEncoderDecoder
+        return (StreamingEncoderDecoder,)
+    return ()
+
+
 def _registry(library: str, name: str):
     try:
         module = importlib.import_module(f'{library}.registry')
@@ -29,7 +37,7 @@ def register_all() -> list:
         models = _registry(library, 'MODELS')
         if models is None:
             continue
-        for cls in REGISTERED_MODELS:
+        for cls in REGISTERED_MODELS + _library_models(library):
             # module_dict, not get(): get() imports the library's whole model zoo.
             if models.module_dict.get(cls.__name__) is not cls:
                 models.register_module(module=cls, force=True)

@@ -144,21 +144,33 @@ class UFOAttention(QKVAttentionBase):
             return self.gamma, self.gamma
         return self.gamma_q, self.gamma_kv
 
-    def normalised_kv(self, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        """XNorm(k^T v): (B, h, N, d) keys and values -> (B, h, d, d), float32 at least.
+    def key_values(self, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """k^T v: (B, h, N, d) keys and values -> (B, h, d, d), float32 at least.
 
-        k^T v sums N products per entry: in fp16/bf16 it would overflow or lose
-        all precision at large N, so it and its norm are computed with autocast
-        off, in float32 (the input's dtype if wider).
+        It sums N products per entry: in fp16/bf16 it would overflow or lose
+        all precision at large N, so it is computed with autocast off, in
+        float32 (the input's dtype if wider). A sum over tokens, it may also be
+        added up over parts of the tokens (``ufo_mm.streaming``).
         """
         with torch.autocast(device_type=k.device.type, enabled=False):
             acc = accumulation_dtype(k)
-            kv = k.to(acc).transpose(-2, -1) @ v.to(acc)
+            return k.to(acc).transpose(-2, -1) @ v.to(acc)
+
+    def normalise_kv(self, kv: torch.Tensor) -> torch.Tensor:
+        """XNorm of the (B, h, d, d) key-value matrix (its norms in float32)."""
+        with torch.autocast(device_type=kv.device.type, enabled=False):
             return self.attn_drop(xnorm(kv, self.gammas()[1], dim=self.kv_norm_dim,
                                         eps=self.eps))
 
-    def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        """XNorm(q) @ XNorm(k^T v): (B, h, N, d) each -> (B, h, N, d)."""
-        kv = self.normalised_kv(k, v)
+    def normalised_kv(self, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """XNorm(k^T v): (B, h, N, d) keys and values -> (B, h, d, d), float32 at least."""
+        return self.normalise_kv(self.key_values(k, v))
+
+    def attend_normalised(self, q: torch.Tensor, kv: torch.Tensor) -> torch.Tensor:
+        """XNorm(q) @ kv for a normalised key-value matrix ``kv``: (B, h, N, d)."""
         q = xnorm(q, self.gammas()[0], dim=-1, eps=self.eps)
         return q @ kv.to(q.dtype)
+
+    def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """XNorm(q) @ XNorm(k^T v): (B, h, N, d) each -> (B, h, N, d)."""
+        return self.attend_normalised(q, self.normalised_kv(k, v))

@@ -150,14 +150,30 @@ class FourierPositionEncoding(nn.Module):
         self.temperature = temperature
         self.token_projection = nn.Conv2d(hidden_dim * 2, embed_dims, kernel_size=1)
 
+    EPS, SCALE = 1e-6, 2 * math.pi
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        eps, scale = 1e-6, 2 * math.pi
         ones = torch.ones_like(x[:1, 0], dtype=torch.float32)  # (1, H, W)
         y = ones.cumsum(1)
         xx = ones.cumsum(2)
-        y = y / (y[:, -1:, :] + eps) * scale
-        xx = xx / (xx[:, :, -1:] + eps) * scale
-        dim_t = torch.arange(self.hidden_dim, dtype=torch.float32, device=x.device)
+        return self.encode(y / (y[:, -1:, :] + self.EPS) * self.SCALE,
+                           xx / (xx[:, :, -1:] + self.EPS) * self.SCALE)
+
+    def rows(self, grid: Tuple[int, int], start: int, stop: int,
+             device: Optional[torch.device] = None) -> torch.Tensor:
+        """Rows ``[start, stop)`` of the encoding of an (H, W) token grid,
+        (1, C, stop - start, W): the same numbers as those rows of ``forward``'s."""
+        H, W = grid
+        f32 = dict(dtype=torch.float32, device=device)
+        y = torch.arange(start + 1, stop + 1, **f32).view(1, -1, 1).expand(1, stop - start, W)
+        xx = torch.arange(1, W + 1, **f32).view(1, 1, -1).expand(1, stop - start, W)
+        return self.encode(y / (torch.tensor(float(H), **f32) + self.EPS) * self.SCALE,
+                           xx / (torch.tensor(float(W), **f32) + self.EPS) * self.SCALE)
+
+    def encode(self, y: torch.Tensor, xx: torch.Tensor) -> torch.Tensor:
+        """Normalised (1, H, W) row and column coordinates, scaled to [0, 2 pi]
+        -> the (1, C, H, W) encoding."""
+        dim_t = torch.arange(self.hidden_dim, dtype=torch.float32, device=y.device)
         dim_t = self.temperature ** (2 * torch.div(dim_t, 2, rounding_mode='floor') / self.hidden_dim)
         pos_x = xx[..., None] / dim_t
         pos_y = y[..., None] / dim_t

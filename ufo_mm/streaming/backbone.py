@@ -1,0 +1,183 @@
+"""UFO-ViT's forward pass without a full-resolution map: the tokens in bands.
+
+The same math as :meth:`UFOViT.forward` (docs/model.md), in an order that
+holds only the token tensor whole:
+
+- patch embedding and position encoding: bands of token rows, each computed
+  from the image rows its stride-2 convolutions reach (:mod:`.bands`);
+- each block in two passes over bands of token rows: first k^T v, a sum over
+  all tokens, added up band by band; then per band the queries, XNorm, the
+  projection and the residual, the LPI (two 3x3 depthwise convolutions: a halo
+  of two token rows) and the MLP;
+- the outputs of the four ``out_indices`` blocks are kept (that is the
+  memory: five token tensors at most), and the pyramid adapters become band
+  nodes on them, so the stride-4 map is never formed whole.
+
+Only UFO attention streams this way (its k^T v is a sum over tokens);
+softmax and XCA attention do not.
+"""
+from typing import Callable, List, Optional
+
+import torch
+import torch.nn.functional as F
+
+from ..models.ufo_vit import UFOViT
+from . import bands
+
+#: tokens per band of the blocks (a few MB per band tensor at C = 384)
+TOKENS_PER_BAND = 8192
+
+
+def _tokens(x: torch.Tensor) -> torch.Tensor:
+    """(B, C, R, W) rows of a token map -> (B, R * W, C) tokens."""
+    B, C, R, W = x.shape
+    return x.permute(0, 2, 3, 1).reshape(B, R * W, C)
+
+
+def _grid(t: torch.Tensor, R: int, W: int) -> torch.Tensor:
+    """(B, R * W, C) tokens -> (B, C, R, W) rows (a view)."""
+    B, N, C = t.shape
+    return t.reshape(B, R, W, C).permute(0, 3, 1, 2)
+
+
+class StreamedUFOViT:
+    """Runs a :class:`UFOViT` on an image given as a band node.
+
+    Args:
+        backbone: the model (eval mode, UFO attention); its own modules and
+            weights are used.
+        tokens_per_band: tokens per band in the blocks.
+        tick: called with no argument after each unit of work (a band of a
+            pass), for progress reports; :meth:`work` says how many there are.
+    """
+
+    def __init__(self, backbone: UFOViT, tokens_per_band: int = TOKENS_PER_BAND,
+                 tick: Optional[Callable[[], None]] = None):
+        if backbone.attn_type != 'ufo':
+            raise ValueError(f'streamed inference needs UFO attention (a sum over tokens), '
+                             f'got attn_type={backbone.attn_type!r}')
+        if backbone.training:
+            raise RuntimeError('streamed inference needs the backbone in eval mode')
+        self.m = backbone
+        self.tokens_per_band = tokens_per_band
+        self.tick = tick or (lambda: None)
+
+    def grid(self, image_size):
+        p = self.m.patch_size
+        H, W = image_size
+        return (H + p - 1) // p, (W + p - 1) // p
+
+    def band_rows(self, image_size) -> int:
+        return max(1, self.tokens_per_band // self.grid(image_size)[1])
+
+    def work(self, image_size) -> int:
+        """Units of work (ticks) of one image."""
+        Hp = self.grid(image_size)[0]
+        n = -(-Hp // self.band_rows(image_size))
+        return n * (1 + 2 * len(self.m.blocks))
+
+    def _check(self, image: bands.Node, channels: int):
+        if channels != self.m.in_channels:
+            raise ValueError(f'UFOViT was built for {self.m.in_channels} input channels, '
+                             f'got {channels}')
+        p = self.m.patch_size
+        if image.height < p or image.width < p:
+            raise ValueError(f'input {image.height}x{image.width} is smaller than one {p}x{p} '
+                             'patch')
+
+    @torch.no_grad()
+    def __call__(self, image: bands.Node, channels: int) -> List[bands.Node]:
+        """The pyramid (strides 4, 8, 16, 32) of ``image``, a node of
+        (B, channels, H, W) normalised pixels, as band nodes."""
+        self._check(image, channels)
+        x, (Hp, Wp) = self.embed(image)
+        feats = []
+        for i, blk in enumerate(self.m.blocks):
+            x = self.block(blk, x, Hp, Wp)
+            if i in self.m.out_indices:
+                feats.append(x)
+        return self.pyramid(feats, Hp, Wp, image.size)
+
+    def embed(self, image: bands.Node):
+        """Tokens (B, Hp * Wp, C) with the position encoding added."""
+        m = self.m
+        emb = bands.module_node(m.patch_embed.proj, image)
+        Hp, Wp = emb.size
+
+        def add_position(x, a, b):
+            return x + m.pos_embed.rows((Hp, Wp), a, b, x.device).to(x.dtype)
+        emb = bands.Map(add_position, emb, rows=True)
+        tokens = None
+
+        def sink(a, b, rows):
+            nonlocal tokens
+            if tokens is None:
+                tokens = rows.new_empty((rows.shape[0], Hp * Wp, rows.shape[1]))
+            tokens[:, a * Wp:b * Wp] = _tokens(rows)
+            self.tick()
+        bands.evaluate(emb, self.band_rows(image.size), sink)
+        return tokens, (Hp, Wp)
+
+    def block(self, blk, x: torch.Tensor, Hp: int, Wp: int) -> torch.Tensor:
+        """One block on tokens (B, N, C), in two passes; a new tensor."""
+        attn, C = blk.attn, x.shape[-1]
+        h = attn.num_heads
+        R = max(1, self.tokens_per_band // Wp)
+        w_q, w_kv = attn.qkv.weight[:C], attn.qkv.weight[C:]
+        b_q, b_kv = (None, None) if attn.qkv.bias is None else (attn.qkv.bias[:C],
+                                                                attn.qkv.bias[C:])
+        # pass 1: k^T v over all tokens
+        kv = None
+        for a in range(0, Hp, R):
+            t = x[:, a * Wp:min(a + R, Hp) * Wp]
+            B, n, _ = t.shape
+            k, v = F.linear(blk.norm1(t), w_kv, b_kv).reshape(B, n, 2, h, C // h) \
+                .permute(2, 0, 3, 1, 4).unbind(0)
+            part = attn.key_values(k, v)
+            kv = part if kv is None else kv.add_(part)
+            self.tick()
+        kv = attn.normalise_kv(kv)
+
+        # pass 2, per band: attention residual, LPI (halo 2 rows), MLP
+        def attention(rows):
+            t = _tokens(rows)
+            B, n, _ = t.shape
+            q = F.linear(blk.norm1(t), w_q, b_q).reshape(B, n, h, C // h).transpose(1, 2)
+            out = attn.merge_heads(attn.attend_normalised(q, kv))
+            return _grid(blk.residual(t, blk.gamma1, out), rows.shape[2], Wp)
+
+        def lpi_in(rows):
+            return _grid(blk.norm3(_tokens(rows)), rows.shape[2], Wp)
+
+        lpi = blk.local_mp
+        x_node = bands.Tensor(_grid(x, Hp, Wp))
+        a_node = bands.Map(attention, x_node)
+        conv1 = bands.Conv(lpi.conv1, bands.Map(lpi_in, a_node),
+                           post=lambda y: lpi.bn(lpi.act(y)))
+        conv2 = bands.Conv(lpi.conv2, conv1)
+
+        def lpi_mlp(rows, local):
+            t = blk.residual(_tokens(rows), blk.gamma3, _tokens(local))
+            t = blk.residual(t, blk.gamma2, blk.mlp(blk.norm2(t)))
+            return _grid(t, rows.shape[2], Wp)
+        out_node = bands.Map(lpi_mlp, a_node, conv2)
+        out = torch.empty_like(x)
+
+        def sink(a, b, rows):
+            out[:, a * Wp:b * Wp] = _tokens(rows)
+            self.tick()
+        bands.evaluate(out_node, R, sink)
+        return out
+
+    def pyramid(self, feats, Hp, Wp, image_size) -> List[bands.Node]:
+        """Band nodes of the four adapters on the kept block outputs, cropped
+        to ``UFOViT.pyramid_sizes`` as the reference does."""
+        m = self.m
+        nodes = []
+        adapters = (m.fpn1, m.fpn2, m.fpn3, m.fpn4)
+        for adapter, f, size in zip(adapters, feats, m.pyramid_sizes(image_size)):
+            node = bands.module_node(adapter, bands.Tensor(_grid(f, Hp, Wp)))
+            if node.size != tuple(size):
+                node = bands.Crop(node, size)
+            nodes.append(node)
+        return nodes

@@ -1,0 +1,182 @@
+"""Streamed semantic segmentation with a UFO-ViT segmentor: labels of every
+pixel, written band by band, equal to the segmentor's whole-image prediction.
+
+What mmseg's ``EncoderDecoder.predict`` does in 'whole' mode, in bands:
+backbone (:class:`.backbone.StreamedUFOViT`), neck and decode head
+(:mod:`.heads`), the resize of the logits to the (padded) input size, the
+crop of the padding, the resize to the original size, and the argmax (or the
+threshold of a one-channel head). The (classes, H, W) logits exist one band at
+a time; only the label map is whole.
+
+:func:`segment_large` is the entry for an image in memory (a uint8 array):
+it normalises the rows with the segmentor's data preprocessor as they are
+needed, so no float copy of the image exists either.
+"""
+from typing import Callable, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+
+from ..models.ufo_vit import UFOViT
+from . import bands, heads
+from .backbone import TOKENS_PER_BAND, StreamedUFOViT
+
+#: bytes of one band of full-resolution logits (the band height follows from it)
+LOGITS_BAND_BYTES = 64 << 20
+
+
+def output_geometry(meta: dict, input_size: Sequence[int]):
+    """(size the logits are resized to, padding (left, right, top, bottom),
+    original size) of one image, as mmseg's ``predict_by_feat`` and
+    ``postprocess_result`` read them from its meta information."""
+    if not meta:
+        return tuple(input_size), (0, 0, 0, 0), tuple(input_size)
+    if isinstance(meta['img_shape'], torch.Size):
+        size = meta['img_shape']
+    elif 'pad_shape' in meta:
+        size = meta['pad_shape'][:2]
+    else:
+        size = meta['img_shape']
+    padding = meta.get('img_padding_size', meta.get('padding_size', [0] * 4))
+    if meta.get('flip'):
+        raise NotImplementedError('streamed inference does not undo flips (test-time '
+                                  'augmentation); use mode whole for it')
+    return tuple(int(s) for s in size), tuple(int(p) for p in padding), \
+        tuple(int(s) for s in meta.get('ori_shape', size)[:2])
+
+
+class _Progress:
+    def __init__(self, total: int, progress: Optional[Callable[[int, int], None]]):
+        self.done, self.total, self.progress = 0, total, progress
+
+    def tick(self):
+        self.done += 1
+        if self.progress is not None:
+            self.progress(self.done, self.total)
+
+
+def predict(segmentor, image: bands.Node, channels: int, meta: Optional[dict] = None,
+            band_rows: Optional[int] = None, tokens_per_band: int = TOKENS_PER_BAND,
+            labels_dtype: torch.dtype = torch.int64, with_logits: bool = False,
+            progress: Optional[Callable[[int, int], None]] = None
+            ) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+    """Labels (B, H, W) of ``image``, a band node of normalised (B, channels,
+    H, W) inputs, and the full-size logits (B, classes, H, W) if
+    ``with_logits`` (what mmseg keeps as ``seg_logits``: sigmoid for a
+    one-channel head), else None.
+
+    ``meta``: the image's meta information (mmseg's ``metainfo``: img_shape,
+    pad_shape, padding_size, ori_shape); None for an unpadded image.
+    ``band_rows``: output rows per band (default: 64 MB of logits).
+    ``progress(done, total)``: called as the work advances.
+    """
+    if not isinstance(segmentor.backbone, UFOViT):
+        raise TypeError(f'streamed inference needs a UFOViT backbone, got '
+                        f'{type(segmentor.backbone).__name__}')
+    size, (left, right, top, bottom), ori = output_geometry(meta or {}, image.size)
+    head = segmentor.decode_head
+    ac = head.align_corners
+    streamed = StreamedUFOViT(segmentor.backbone, tokens_per_band)
+    B, K = 1, head.out_channels
+    if band_rows is None:
+        band_rows = max(1, LOGITS_BAND_BYTES // (4 * K * ori[1]))
+    n_bands = -(-ori[0] // band_rows)
+    counter = _Progress(streamed.work(image.size) + n_bands, progress)
+    streamed.tick = counter.tick
+
+    logits = heads.decode(segmentor, streamed(image, channels))
+    out = bands.Resize(logits, size=size, mode='bilinear', align_corners=ac)
+    if left or right or top or bottom:
+        out = bands.Crop(out, (out.height - top - bottom, out.width - left - right), top, left)
+    out = bands.Resize(out, size=ori, mode='bilinear', align_corners=ac)
+
+    labels = full_logits = None
+
+    def sink(a, b, rows):
+        nonlocal labels, full_logits, B
+        if labels is None:
+            B = rows.shape[0]
+            labels = torch.empty((B,) + ori, dtype=labels_dtype)
+            if with_logits:
+                full_logits = rows.new_empty((B, K) + ori)
+        if K > 1:
+            labels[:, a:b] = rows.argmax(dim=1).to(labels_dtype)
+        else:
+            rows = rows.sigmoid()
+            labels[:, a:b] = (rows[:, 0] > head.threshold).to(labels_dtype)
+        if with_logits:
+            full_logits[:, :, a:b] = rows
+        counter.tick()
+    with torch.no_grad():
+        bands.evaluate(out, band_rows, sink)
+    return labels, full_logits
+
+
+def tensor_source(inputs: torch.Tensor, check_finite: bool = True) -> bands.Node:
+    """Rows of an already normalised (B, C, H, W) input batch."""
+    def rows(a, b):
+        x = inputs[:, :, a:b]
+        if check_finite and not torch.isfinite(x).all():
+            raise ValueError(f'UFOViT input contains NaN or Inf values (rows {a}..{b - 1})')
+        return x
+    return bands.Source(rows, inputs.shape[-2:])
+
+
+def array_source(image: np.ndarray, data_preprocessor) -> Tuple[bands.Node, Tuple[int, int]]:
+    """Normalised rows of a (H, W, 3) uint8 image (BGR, as mmseg loads it),
+    made by the segmentor's data preprocessor's rules (channel conversion,
+    mean / std, test-time padding to ``size`` / ``size_divisor``) as they are
+    needed. Returns the node and the padded size."""
+    if image.ndim != 3 or image.dtype != np.uint8:
+        raise ValueError(f'expected a (H, W, C) uint8 image, got {image.dtype} of shape '
+                         f'{image.shape}')
+    H, W = image.shape[:2]
+    dp = data_preprocessor
+    mean = getattr(dp, 'mean', None) if getattr(dp, '_enable_normalize', False) else None
+    std = getattr(dp, 'std', None) if mean is not None else None
+    flip = getattr(dp, 'channel_conversion', False)
+    cfg = getattr(dp, 'test_cfg', None) or {}
+    Hp, Wp = H, W
+    if cfg.get('size'):
+        Hp, Wp = max(H, cfg['size'][0]), max(W, cfg['size'][1])
+    elif cfg.get('size_divisor'):
+        d = cfg['size_divisor']
+        Hp, Wp = -(-H // d) * d, -(-W // d) * d
+    pad_val = float(getattr(dp, 'pad_val', 0))
+
+    def rows(a, b):
+        x = torch.from_numpy(image[a:min(b, H)])  # (r, W, C) uint8, a view
+        if flip:
+            x = x.flip(-1)
+        x = x.permute(2, 0, 1).float()
+        if mean is not None:
+            x = (x - mean) / std
+        if b > H or Wp > W:
+            x = torch.nn.functional.pad(x, (0, Wp - W, 0, max(b - H, 0)), value=pad_val)
+        return x[None]
+    return bands.Source(rows, (Hp, Wp)), (Hp, Wp)
+
+
+def segment_large(model, image_bgr: np.ndarray, band_rows: Optional[int] = None,
+                  progress: Optional[Callable[[int, int], None]] = None,
+                  tokens_per_band: int = TOKENS_PER_BAND) -> np.ndarray:
+    """Labels of every pixel of ``image_bgr`` ((H, W, 3) uint8, BGR as mmseg's
+    ``LoadImageFromFile`` gives), at its own size, by an mmseg segmentor
+    with a UFOViT backbone (e.g. from ``mmseg.apis.init_model``).
+
+    Returns (H, W) uint8 when the model has at most 255 classes, else
+    uint16. Equal to the segmentor's whole-image prediction of the image
+    with no resize; memory is the image, the labels, the backbone's tokens
+    and one band of the heads (see docs/large_images.md).
+    """
+    model.eval()
+    source, padded = array_source(image_bgr, model.data_preprocessor)
+    H, W = image_bgr.shape[:2]
+    meta = dict(img_shape=padded, pad_shape=padded, ori_shape=(H, W),
+                padding_size=[0, padded[1] - W, 0, padded[0] - H])
+    K = model.decode_head.out_channels
+    dtype = torch.uint8 if K <= 255 else torch.int16  # int16 bits read as uint16
+    labels, _ = predict(model, source, image_bgr.shape[2], meta, band_rows, tokens_per_band,
+                        labels_dtype=dtype, progress=progress)
+    out = labels[0].numpy()
+    return out if K <= 255 else out.view(np.uint16)

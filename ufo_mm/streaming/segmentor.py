@@ -1,0 +1,68 @@
+"""``StreamingEncoderDecoder``: mmseg's ``EncoderDecoder`` with one more test
+mode, ``test_cfg=dict(mode='stream')``: whole-image inference computed in
+bands (:mod:`.predict`), the same labels as mode 'whole' at any size that
+fits the label map. mmseg's own ``tools/test.py`` evaluates with it::
+
+    model = dict(type='StreamingEncoderDecoder',
+                 test_cfg=dict(mode='stream', band_rows=None, tokens_per_band=8192,
+                               return_logits=False))
+
+Other modes ('whole', 'slide') and training are mmseg's, unchanged; the
+state dict is EncoderDecoder's, so its checkpoints load either way.
+``return_logits=True`` also keeps the full-size ``seg_logits`` (mmseg's
+default output; (classes, H, W) floats, which large images cannot afford).
+"""
+from typing import Optional
+
+import torch
+from mmengine.structures import PixelData
+from mmseg.models.segmentors import EncoderDecoder
+from mmseg.structures import SegDataSample
+
+from .predict import TOKENS_PER_BAND, predict, tensor_source
+
+STREAM_KEYS = ('mode', 'band_rows', 'tokens_per_band', 'return_logits')
+
+
+class StreamingEncoderDecoder(EncoderDecoder):
+    """EncoderDecoder whose ``test_cfg.mode`` may also be 'stream' (UFOViT
+    backbones; UPerHead or FPNHead, optionally an FPN neck)."""
+
+    def _stream_cfg(self) -> Optional[dict]:
+        cfg = self.test_cfg or {}
+        if cfg.get('mode', 'whole') != 'stream':
+            return None
+        unknown = set(cfg) - set(STREAM_KEYS)
+        if unknown:
+            raise KeyError(f'test_cfg keys {sorted(unknown)} have no meaning in mode stream; '
+                           f'valid: {", ".join(STREAM_KEYS)}')
+        return cfg
+
+    def inference(self, inputs, batch_img_metas):
+        if self._stream_cfg() is None:
+            return super().inference(inputs, batch_img_metas)
+        # the full logits (mmseg's contract for inference()); predict() avoids them
+        return torch.cat([self._stream_one(inputs[i:i + 1], meta, with_logits=True)[1]
+                          for i, meta in enumerate(batch_img_metas)])
+
+    def predict(self, inputs: torch.Tensor, data_samples=None):
+        cfg = self._stream_cfg()
+        if cfg is None:
+            return super().predict(inputs, data_samples)
+        if data_samples is None:
+            data_samples = [SegDataSample() for _ in range(inputs.shape[0])]
+        keep = bool(cfg.get('return_logits', False))
+        for i, sample in enumerate(data_samples):
+            labels, logits = self._stream_one(inputs[i:i + 1], sample.metainfo, keep)
+            sample.set_data({'pred_sem_seg': PixelData(data=labels)})
+            if keep:
+                sample.set_data({'seg_logits': PixelData(data=logits[0])})
+        return data_samples
+
+    def _stream_one(self, inputs, meta, with_logits):
+        cfg = self.test_cfg
+        labels, logits = predict(
+            self, tensor_source(inputs, self.backbone.check_finite), inputs.shape[1],
+            meta or None, cfg.get('band_rows'), cfg.get('tokens_per_band', TOKENS_PER_BAND),
+            with_logits=with_logits)
+        return labels, logits
