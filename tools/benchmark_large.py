@@ -1,0 +1,56 @@
+"""Time and peak memory of whole-image segmentation against image side, in one run.
+
+Streamed UFO-ViT (``ufo_mm.streaming``), the same model whole-image and in
+mmseg's slide mode (512 crops, stride 341), Swin-T UperNet whole and slide;
+each case in its own process (peak RSS of that case alone), random weights
+and image. Writes ``large_image.{json,md,png}`` to ``--out-dir`` and prints
+the table; the logic is ``ufo_mm.benchmark.large_image``.
+
+Examples::
+
+    python tools/benchmark_large.py --sides 1024 2048 4096 8192 16384
+    python tools/benchmark_large.py --models upernet_ufo_s12 --methods stream --sides 8192
+"""
+import argparse
+import os.path as osp
+import platform
+import sys
+
+sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
+
+from ufo_mm.benchmark import large_image as bench  # noqa: E402
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument('--models', nargs='+', default=list(bench.MODELS),
+                        choices=list(bench.MODELS))
+    parser.add_argument('--methods', nargs='+', default=list(bench.METHODS),
+                        choices=bench.METHODS)
+    parser.add_argument('--sides', nargs='+', type=int, default=[1024, 2048, 4096, 8192, 16384])
+    parser.add_argument('--threads', type=int, default=2, help='torch threads per case')
+    parser.add_argument('--mem-limit-gb', type=float, default=22.,
+                        help='a case past this resident set is stopped (out of memory)')
+    parser.add_argument('--timeout', type=float, default=7200., help='seconds per case')
+    parser.add_argument('--out-dir', default='work_dirs/benchmark_large')
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    from ufo_mm import cpu_features
+    title = (f'{platform.node() or "host"}: {cpu_features.bf16_status()}; fp32, '
+             f'{args.threads} threads, random weights')
+    print(title, flush=True)
+    cases = bench.plan(args.models, args.methods, args.sides, args.threads)
+    rows = bench.run(cases, args.mem_limit_gb, args.timeout,
+                     log=lambda line: print(line, flush=True))
+    bench.write_outputs(rows, args.out_dir, title)
+    print(bench.markdown(rows))
+    print(f'wrote {args.out_dir}/large_image.{{json,md,png}}')
+    return 0 if any(r['status'] == 'ok' for r in rows) else 1
+
+
+if __name__ == '__main__':
+    sys.exit(main())

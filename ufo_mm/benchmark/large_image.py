@@ -1,0 +1,233 @@
+"""Time and peak memory of whole-image segmentation against image side:
+streamed UFO-ViT (:mod:`ufo_mm.streaming`), the same model whole-image and in
+mmseg's slide mode, Swin-T UperNet whole and slide.
+
+Each case runs in its own Python process (``python -m
+ufo_mm.benchmark.large_image --case JSON``), so its peak resident set
+(``ru_maxrss``: everything the process held, imports and weights included)
+belongs to that case alone. The parent watches each child's resident set
+and stops it past ``mem_limit_gb`` (reported as 'out of memory'), and skips a
+method's larger sides once it failed at a smaller one. Random weights and a
+random image: time and memory do not depend on the values.
+"""
+import argparse
+import json
+import os
+import os.path as osp
+import subprocess
+import sys
+import time
+from typing import Dict, List, Optional
+
+ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+
+MODELS = {
+    'upernet_ufo_s12': dict(
+        label='UperNet UFO-ViT-S12/16',
+        config='configs/ufo_vit/upernet/upernet_ufo-vit-s12-p16_8xb2-160k_ade20k-512x512.py'),
+    'fpn_ufo_s12': dict(
+        label='Semantic FPN UFO-ViT-S12/16',
+        config='configs/ufo_vit/sem_fpn/fpn_ufo-vit-s12-p16_8xb2-80k_ade20k-512x512.py'),
+    'upernet_swin_t': dict(
+        label='UperNet Swin-T',
+        config='mmseg::swin/swin-tiny-patch4-window7-in1k-pre_upernet_8xb2-160k_'
+               'ade20k-512x512.py'),
+}
+METHODS = ('stream', 'whole', 'slide')
+SLIDE = dict(crop_size=(512, 512), stride=(341, 341))
+
+
+def build_segmentor(name: str):
+    """The named segmentor, random weights, eval mode, BN for SyncBN, no
+    pretrained download; UFO-ViT ones as StreamingEncoderDecoder."""
+    from mmengine.config import Config
+    from mmseg.registry import MODELS as SEG_MODELS
+    from mmseg.utils import register_all_modules
+
+    import ufo_mm  # noqa: F401  registers UFOViT and StreamingEncoderDecoder
+    register_all_modules(init_default_scope=True)
+    cfg_path = MODELS[name]['config']
+    if cfg_path.startswith('mmseg::'):  # a config shipped inside mmseg's wheel
+        import mmseg
+        cfg_path = osp.join(osp.dirname(mmseg.__file__), '.mim', 'configs',
+                            cfg_path[len('mmseg::'):])
+    cfg = Config.fromfile(cfg_path if osp.isabs(cfg_path) else osp.join(ROOT, cfg_path))
+    model_cfg = cfg.model
+    model_cfg.pretrained = None
+    model_cfg.backbone.init_cfg = None
+    if model_cfg.backbone.type == 'UFOViT':
+        model_cfg.type = 'StreamingEncoderDecoder'
+
+    def no_sync(d):
+        if isinstance(d, dict):
+            if d.get('type') == 'SyncBN':
+                d['type'] = 'BN'
+            for v in d.values():
+                no_sync(v)
+        elif isinstance(d, (list, tuple)):
+            for v in d:
+                no_sync(v)
+    no_sync(model_cfg)
+    return SEG_MODELS.build(model_cfg).eval()
+
+
+def run_case(case: dict) -> dict:
+    """Measure one case in this process; returns its row."""
+    import numpy as np
+    import torch
+    from mmseg.structures import SegDataSample
+
+    from ufo_mm.analysis.process_stats import peak_rss_bytes, rss_bytes
+    from ufo_mm.streaming import segment_large
+
+    torch.set_num_threads(case['threads'])
+    model = build_segmentor(case['model'])
+    side = case['side']
+    image = np.random.default_rng(0).integers(0, 256, (side, side, 3), dtype=np.uint8)
+    rss_ready = rss_bytes()
+    t0 = time.perf_counter()
+    with torch.no_grad():
+        if case['method'] == 'stream':
+            labels = segment_large(model, image)
+        else:
+            from mmengine.config import ConfigDict
+            model.test_cfg = ConfigDict(mode='whole') if case['method'] == 'whole' else \
+                ConfigDict(mode='slide', **SLIDE)
+            meta = dict(ori_shape=(side, side), img_shape=(side, side), pad_shape=(side, side))
+            data = dict(inputs=[torch.from_numpy(image).permute(2, 0, 1)],
+                        data_samples=[SegDataSample(metainfo=meta)])
+            labels = model.test_step(data)[0].pred_sem_seg.data
+    seconds = time.perf_counter() - t0
+    assert tuple(labels.shape[-2:]) == (side, side)
+    return dict(case, status='ok', seconds=round(seconds, 2),
+                peak_rss_gb=round(peak_rss_bytes() / 2**30, 3),
+                ready_rss_gb=round(rss_ready / 2**30, 3))
+
+
+def run_isolated(case: dict, mem_limit_gb: float, timeout_s: float) -> dict:
+    """``run_case`` in a child process watched for memory and time."""
+    from ufo_mm.analysis.process_stats import rss_bytes
+    env = dict(os.environ, OMP_NUM_THREADS=str(case['threads']),
+               MKL_NUM_THREADS=str(case['threads']))
+    cmd = [sys.executable, '-m', 'ufo_mm.benchmark.large_image', '--case', json.dumps(case)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=env, cwd=ROOT)
+    t0, peak, status = time.time(), 0, None
+    while proc.poll() is None:
+        rss = rss_bytes(proc.pid)
+        peak = max(peak, rss)
+        if rss > mem_limit_gb * 2**30:
+            status = f'out of memory (> {mem_limit_gb:g} GiB)'
+        elif time.time() - t0 > timeout_s:
+            status = f'timeout (> {timeout_s:.0f} s)'
+        if status:
+            proc.kill()
+            proc.wait()
+            return dict(case, status=status, peak_rss_gb=round(peak / 2**30, 3))
+        time.sleep(0.2)
+    out, err = proc.communicate()
+    if proc.returncode != 0:
+        last = (err.strip().splitlines() or ['?'])[-1]
+        status = 'out of memory' if 'memory' in last.lower() or proc.returncode == -9 else \
+            f'error: {last[:200]}'
+        return dict(case, status=status, peak_rss_gb=round(peak / 2**30, 3))
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def plan(models: List[str], methods: List[str], sides: List[int], threads: int) -> List[dict]:
+    return [dict(model=m, method=meth, side=s, threads=threads)
+            for m in models for meth in methods for s in sorted(sides)]
+
+
+def run(cases: List[dict], mem_limit_gb: float, timeout_s: float,
+        log=print) -> List[dict]:
+    """Run the cases in order, skipping a (model, method)'s larger sides once
+    it failed."""
+    rows, failed = [], set()
+    for case in cases:
+        key = (case['model'], case['method'])
+        if key in failed:
+            rows.append(dict(case, status='skipped (failed at a smaller side)'))
+            continue
+        row = run_isolated(case, mem_limit_gb, timeout_s)
+        if row['status'] != 'ok':
+            failed.add(key)
+        rows.append(row)
+        log(json.dumps(row))
+    return rows
+
+
+def add_ratios(rows: List[dict], reference_side: Optional[int] = None) -> None:
+    """``s_per_mpx`` of each row, and ``per_px_vs_whole``: its time per pixel
+    over the same model's whole-image time per pixel at ``reference_side``
+    (default: the largest side whole-image ran at)."""
+    ok = [r for r in rows if r['status'] == 'ok']
+    for r in ok:
+        r['s_per_mpx'] = round(r['seconds'] / (r['side'] ** 2 / 1e6), 3)
+    for r in ok:
+        whole = [w for w in ok if w['model'] == r['model'] and w['method'] == 'whole' and
+                 (reference_side is None or w['side'] == reference_side)]
+        if whole:
+            ref = max(whole, key=lambda w: w['side'])
+            r['per_px_vs_whole'] = round(r['s_per_mpx'] / ref['s_per_mpx'], 3)
+            r['whole_side'] = ref['side']
+
+
+def markdown(rows: List[dict]) -> str:
+    lines = ['| model | method | side | seconds | s / Mpx | peak RSS (GiB) | per pixel vs whole |',
+             '|---|---|---|---|---|---|---|']
+    for r in rows:
+        label = MODELS[r['model']]['label']
+        if r['status'] != 'ok':
+            lines.append(f"| {label} | {r['method']} | {r['side']} | {r['status']} | | "
+                         f"{r.get('peak_rss_gb', '')} | |")
+            continue
+        vs = f"{r['per_px_vs_whole']:.2f} (whole at {r['whole_side']})" \
+            if 'per_px_vs_whole' in r else ''
+        lines.append(f"| {label} | {r['method']} | {r['side']} | {r['seconds']:.1f} | "
+                     f"{r['s_per_mpx']:.2f} | {r['peak_rss_gb']:.2f} | {vs} |")
+    return '\n'.join(lines)
+
+
+def plot(rows: List[dict], path: str, title: str) -> None:
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    series: Dict[tuple, list] = {}
+    for r in rows:
+        if r['status'] == 'ok':
+            series.setdefault((r['model'], r['method']), []).append(r)
+    for (model, method), rs in sorted(series.items()):
+        rs = sorted(rs, key=lambda r: r['side'])
+        label = f"{MODELS[model]['label']}, {method}"
+        style = '-o' if method == 'stream' else ('--s' if method == 'whole' else ':^')
+        axes[0].plot([r['side'] for r in rs], [r['peak_rss_gb'] for r in rs], style, label=label)
+        axes[1].plot([r['side'] for r in rs], [r['seconds'] for r in rs], style, label=label)
+    for ax, ylabel in zip(axes, ('peak RSS (GiB)', 'seconds')):
+        ax.set_xscale('log', base=2)
+        ax.set_yscale('log')
+        ax.set_xlabel('image side (pixels)')
+        ax.set_ylabel(ylabel)
+        ax.grid(True, which='both', alpha=0.3)
+    axes[0].legend(fontsize=7)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def write_outputs(rows: List[dict], out_dir: str, title: str) -> None:
+    os.makedirs(out_dir, exist_ok=True)
+    add_ratios(rows)
+    with open(osp.join(out_dir, 'large_image.json'), 'w') as f:
+        json.dump(rows, f, indent=1)
+    with open(osp.join(out_dir, 'large_image.md'), 'w') as f:
+        f.write(f'{title}\n\n{markdown(rows)}\n')
+    plot(rows, osp.join(out_dir, 'large_image.png'), title)
+
+
+if __name__ == '__main__':
+    parser = argparse.ArgumentParser(description='one case of the large-image benchmark')
+    parser.add_argument('--case', required=True, help='JSON of the case')
+    print(json.dumps(run_case(json.loads(parser.parse_args().case))))
