@@ -1,0 +1,129 @@
+"""Segment one image of any size, up to a gigapixel, whole, with a UFO-ViT segmentor.
+
+The image is not tiled and not resized: the model runs on all of it, streamed
+band by band through the backbone, the pyramid and the head, so memory stays
+far below what whole-image inference needs, and every pixel gets the label
+that whole-image inference would give it.
+
+Writes, in ``--out-dir``:
+  * ``<image stem>_labels.png``: the class index of every pixel, the image's
+    full height and width, 8-bit grayscale (16-bit when the model has more
+    than 255 classes);
+  * ``<image stem>_overlay.jpg``: the image with the labels blended over it in
+    the dataset palette, shrunk to ``--overlay-side`` pixels on its long side.
+
+Progress goes to stderr; the last line on stdout is one JSON object: height,
+width, seconds (the segmentation), peak_rss_gb (the process's peak resident
+memory, GiB), image_read_seconds, write_seconds, num_classes, band_rows,
+labels and overlay (the paths), and the inputs. Reads PNG, JPEG and (Big)TIFF
+beyond PIL's and OpenCV's pixel limits (``ufo_mm.apis.large_image``).
+
+Example::
+
+    python tools/infer_large.py configs/ufo_vit/demo/upernet_ufo-vit-demo_synthetic.py \\
+        work_dirs/upernet_ufo-vit-demo_synthetic/iter_2000.pth scene.tif --out-dir work_dirs/large
+"""
+import argparse
+import json
+import os.path as osp
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
+
+from ufo_mm.analysis.process_stats import peak_rss_bytes  # noqa: E402
+from ufo_mm.apis.large_image import (ImageReadError, ProgressBarCallback,  # noqa: E402
+                                     default_palette, read_image, write_labels, write_overlay)
+
+
+def parse_args(argv=None):
+    from mmengine.config import DictAction
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument('config', help='mmseg config of a UFO-ViT segmentor')
+    parser.add_argument('checkpoint', help='checkpoint file')
+    parser.add_argument('image', help='PNG, JPEG or (Big)TIFF image, any size')
+    parser.add_argument('--out-dir', default='work_dirs/infer_large',
+                        help='the label map and the overlay go here')
+    parser.add_argument('--device', default='cpu')
+    parser.add_argument('--band-rows', type=int, default=None,
+                        help='image rows per streamed band, None: the streaming default; '
+                        'fewer rows, less memory, the same labels')
+    parser.add_argument('--overlay-side', type=int, default=2048,
+                        help='long side of the overlay picture, pixels')
+    parser.add_argument('--opacity', type=float, default=0.5,
+                        help='weight of the label colours in the overlay')
+    parser.add_argument('--threads', type=int, default=None,
+                        help='torch intra-op threads, None: torch\'s own choice')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
+                        help='override config entries, key=value')
+    args = parser.parse_args(argv)
+    for name in ('band_rows', 'overlay_side', 'threads'):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            parser.error(f'--{name.replace("_", "-")} must be >= 1, got {value}')
+    if not 0 <= args.opacity <= 1:
+        parser.error(f'--opacity must be in [0, 1], got {args.opacity}')
+    return args
+
+
+def log(message: str):
+    print(f'infer_large: {message}', file=sys.stderr, flush=True)
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    import torch
+
+    from ufo_mm.streaming import segment_large
+    from ufo_mm.visualization.seg_pictures import load_segmentor
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    path = Path(args.image)
+    t = time.perf_counter()
+    try:
+        image = read_image(path, channel_order='bgr')  # as mmseg's LoadImageFromFile gives it
+    except (FileNotFoundError, ImageReadError) as e:
+        raise SystemExit(f'infer_large: {e}')
+    read_seconds = time.perf_counter() - t
+    height, width = image.shape[:2]
+    log(f'{path}: {width} x {height} read in {read_seconds:.1f} s')
+
+    model = load_segmentor(args.config, args.checkpoint, device=args.device,
+                           cfg_options=args.cfg_options)
+    num_classes = int(model.decode_head.num_classes)
+    t = time.perf_counter()
+    with torch.no_grad():
+        labels = segment_large(model, image, band_rows=args.band_rows,
+                               progress=ProgressBarCallback(sys.stderr))
+    seconds = time.perf_counter() - t
+    if labels.shape != (height, width):
+        raise RuntimeError(f'segment_large returned {labels.shape} labels for a '
+                           f'{height} x {width} image')
+    log(f'segmented in {seconds:.1f} s')
+
+    t = time.perf_counter()
+    out_dir = Path(args.out_dir)
+    labels_path = write_labels(out_dir / f'{path.stem}_labels.png', labels, num_classes)
+    palette = (model.dataset_meta or {}).get('palette')
+    if palette is None:
+        palette = default_palette(num_classes)
+    overlay_path = write_overlay(out_dir / f'{path.stem}_overlay.jpg', image[..., ::-1], labels,
+                                 palette, max_side=args.overlay_side, opacity=args.opacity)
+    write_seconds = time.perf_counter() - t
+    log(f'wrote {labels_path} and {overlay_path}')
+
+    row = dict(image=str(path), height=int(height), width=int(width),
+               seconds=round(seconds, 3), peak_rss_gb=round(peak_rss_bytes() / 2**30, 3),
+               image_read_seconds=round(read_seconds, 3), write_seconds=round(write_seconds, 3),
+               num_classes=num_classes, labels_dtype=str(labels.dtype),
+               band_rows=args.band_rows, device=args.device, threads=torch.get_num_threads(),
+               labels=str(labels_path), overlay=str(overlay_path))
+    print(json.dumps(row), flush=True)
+    return row
+
+
+if __name__ == '__main__':
+    main()
