@@ -191,13 +191,22 @@ def add(*inputs: Node) -> Map:
     return Map(lambda *xs: sum(xs[1:], xs[0]), *inputs)
 
 
-def cat(*inputs: Node) -> Map:
-    return Map(lambda *xs: torch.cat(xs, dim=1), *inputs)
+class Cat(Map):
+    """Channel concatenation. A convolution of it convolves its parts
+    instead (:class:`Conv`): the concatenated band is never formed."""
+
+    def __init__(self, *inputs: Node):
+        super().__init__(lambda *xs: torch.cat(xs, dim=1), *inputs)
+
+
+def cat(*inputs: Node) -> Cat:
+    return Cat(*inputs)
 
 
 class Conv(Node):
     """``post(conv(x))`` for an ``nn.Conv2d`` with zero padding; ``post`` is
-    row-wise (a norm, an activation)."""
+    row-wise (a norm, an activation). On a :class:`Cat` of parts it is the
+    sum of the convolutions of the parts with their slices of the weight."""
 
     def __init__(self, conv: nn.Conv2d, inp: Node, post: Optional[Callable] = None):
         if conv.padding_mode != 'zeros' or isinstance(conv.padding, str):
@@ -209,15 +218,29 @@ class Conv(Node):
         H, W = inp.size
         size = ((H + 2 * ph - dh * (kh - 1) - 1) // sh + 1,
                 (W + 2 * pw - dw * (kw - 1) - 1) // sw + 1)
-        super().__init__([inp], size)
+        parts = inp.inputs if isinstance(inp, Cat) and conv.groups == 1 else [inp]
+        super().__init__(parts, size)
 
     def needs(self, a, b):
-        return [(a * self.s - self.p, (b - 1) * self.s - self.p + self.d * (self.k - 1) + 1)]
+        rows = (a * self.s - self.p, (b - 1) * self.s - self.p + self.d * (self.k - 1) + 1)
+        return [rows] * len(self.inputs)
 
     def compute(self, a, b):
-        x = self.fetch(0, *self.needs(a, b)[0])
+        rows = self.needs(a, b)[0]
         c = self.conv
-        y = F.conv2d(x, c.weight, c.bias, c.stride, (0, c.padding[1]), c.dilation, c.groups)
+        args = (c.stride, (0, c.padding[1]), c.dilation, c.groups)
+        if len(self.inputs) == 1:
+            y = F.conv2d(self.fetch(0, *rows), c.weight, c.bias, *args)
+        else:
+            y, start = None, 0
+            for i in range(len(self.inputs)):
+                x = self.fetch(i, *rows)
+                w = c.weight[:, start:start + x.shape[1]]
+                start += x.shape[1]
+                if y is None:
+                    y = F.conv2d(x, w, c.bias, *args)
+                else:
+                    y += F.conv2d(x, w, None, *args)
         return self.post(y) if self.post is not None else y
 
 
@@ -318,6 +341,14 @@ class Resize(Node):
             size = tuple(int(math.floor(n * self.scale_factor)) for n in inp.size)
         super().__init__([inp], size)
         self.identity = size == inp.size and not self.scale_factor
+        # An integer up-sampling factor f of the rows (out = f * in) without
+        # align_corners is translation-equivariant in steps of f input rows:
+        # F.interpolate on a band with one input row of margin above and
+        # below gives the whole map's rows.
+        f = self.height // inp.height
+        self.factor = f if (f >= 2 and self.height == f * inp.height and
+                            not self.align_corners and
+                            (not self.scale_factor or self.scale_factor == f)) else None
 
     def _index(self, a, b):
         return _source_index(a, b, self.inputs[0].height, self.height, self.mode,
@@ -326,6 +357,8 @@ class Resize(Node):
     def needs(self, a, b):
         if self.identity:
             return [(a, b)]
+        if self.factor:
+            return [(a // self.factor - 1, (b - 1) // self.factor + 2)]
         i0, i1, _ = self._index(a, b)
         return [(int(i0.min()), int((i0 if i1 is None else i1).max()) + 1)]
 
@@ -342,6 +375,14 @@ class Resize(Node):
     def compute(self, a, b):
         if self.identity:
             return self.fetch(0, a, b)
+        if self.factor:
+            f = self.factor
+            lo, hi = self.needs(a, b)[0]
+            lo, hi = max(lo, 0), min(hi, self.inputs[0].height)
+            x = self.fetch(0, lo, hi)
+            kw = dict(align_corners=False) if self.mode == 'bilinear' else {}
+            y = F.interpolate(x, size=(f * (hi - lo), self.width), mode=self.mode, **kw)
+            return y[:, :, a - f * lo:b - f * lo]
         i0, i1, lam = self._index(a, b)
         lo, hi = self.needs(a, b)[0]
         x = self._resize_width(self.fetch(0, lo, hi).contiguous())
