@@ -20,7 +20,11 @@ embed_dims = 128
 num_classes = 9
 norm_cfg = dict(type='BN', requires_grad=True)
 
+# StreamingEncoderDecoder: mmseg's EncoderDecoder (same weights, same 'whole' and 'slide'
+# modes) with test_cfg mode 'stream' too: exact whole-image inference at any size in bands
+# (docs/large_images.md):  --cfg-options model.test_cfg.mode=stream
 model = dict(
+    type='StreamingEncoderDecoder',
     data_preprocessor=dict(size=crop_size),
     pretrained=None,
     backbone=dict(

@@ -10,7 +10,11 @@ _base_ = [
 ]
 
 crop_size = (512, 512)
+# StreamingEncoderDecoder: mmseg's EncoderDecoder (same weights, same 'whole' and 'slide'
+# modes) with test_cfg mode 'stream' too: exact whole-image inference at any size in bands
+# (docs/large_images.md):  --cfg-options model.test_cfg.mode=stream
 model = dict(
+    type='StreamingEncoderDecoder',
     data_preprocessor=dict(size=crop_size),
     pretrained=None,
     backbone=dict(_base_.ufo_vit_s12_p16, _delete_=True),

@@ -1,0 +1,187 @@
+"""Streamed whole-image segmentation equals whole-image segmentation.
+
+UperNet (patch 16 and patch 8) and Semantic FPN with UFO-ViT backbones,
+random weights and random BatchNorm statistics, on images whose sides are
+multiples of neither 32 nor the band, in bands small enough to force dozens
+of them: the logits within 1e-4 of the largest (fp32) and the labels on at
+least 99.9 % of the pixels, against mmseg's own whole-image path
+(``EncoderDecoder.inference`` / ``predict``, ``mmseg.apis.inference_model``
+with no resize in the test pipeline). Also: the test mode 'stream' of
+``StreamingEncoderDecoder``, 16-bit labels past 255 classes, padding by the
+data preprocessor, and the errors.
+"""
+import cv2
+import numpy as np
+import pytest
+import torch
+from mmengine.config import Config, ConfigDict
+
+from ufo_mm.streaming.predict import predict, segment_large, tensor_source
+
+REPO = __import__('pathlib').Path(__file__).resolve().parents[2]
+UPERNET = REPO / 'configs/ufo_vit/upernet/upernet_ufo-vit-s12-p16_8xb2-160k_ade20k-512x512.py'
+SEM_FPN = REPO / 'configs/ufo_vit/sem_fpn/fpn_ufo-vit-s12-p16_8xb2-80k_ade20k-512x512.py'
+DEMO = REPO / 'configs/ufo_vit/demo/upernet_ufo-vit-demo_synthetic.py'
+SMALL = dict(embed_dims=64, num_heads=4, depth=4, patch_size=16, out_indices=(0, 1, 2, 3))
+HW = (229, 301)  # multiples of neither 32 nor the bands below
+BANDS = dict(band_rows=13, tokens_per_band=40)
+
+
+def no_sync_bn(cfg):
+    if isinstance(cfg, dict):
+        if cfg.get('type') == 'SyncBN':
+            cfg['type'] = 'BN'
+        for v in cfg.values():
+            no_sync_bn(v)
+    elif isinstance(cfg, (list, tuple)):
+        for v in cfg:
+            no_sync_bn(v)
+
+
+def small_cfg(path, num_classes=19, **backbone):
+    cfg = Config.fromfile(str(path))
+    no_sync_bn(cfg.model)
+    cfg.model.backbone.update(arch=SMALL, **backbone)
+    cfg.model.pretrained = None
+    if 'neck' in cfg.model:
+        cfg.model.neck.in_channels = [64] * 4
+    else:
+        cfg.model.decode_head.in_channels = [64] * 4
+        cfg.model.decode_head.channels = 64
+    cfg.model.decode_head.num_classes = num_classes
+    if 'auxiliary_head' in cfg.model:
+        cfg.model.auxiliary_head.update(in_channels=64, num_classes=num_classes)
+    return cfg
+
+
+def randomise_bn(model):
+    torch.manual_seed(0)
+    for m in model.modules():
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+            m.running_mean.normal_(0, 0.2)
+            m.running_var.uniform_(0.5, 2)
+            m.weight.data.normal_(1, 0.2)
+            m.bias.data.normal_(0, 0.2)
+    return model.eval()
+
+
+def build(cfg):
+    from mmseg.registry import MODELS
+    from mmseg.utils import register_all_modules
+    register_all_modules(init_default_scope=True)
+    torch.manual_seed(0)
+    return randomise_bn(MODELS.build(cfg.model))
+
+
+def assert_same_prediction(logits, ref_logits, labels, ref_labels):
+    assert logits.shape == ref_logits.shape
+    scale = ref_logits.abs().max()
+    assert (logits - ref_logits).abs().max() <= 1e-4 * scale
+    assert labels.shape == ref_labels.shape
+    assert (labels == ref_labels).float().mean() >= 0.999
+
+
+@pytest.fixture(scope='module')
+def image():
+    torch.manual_seed(1)
+    return torch.randn(1, 3, *HW)
+
+
+@pytest.mark.parametrize('config,backbone', [(UPERNET, {}), (SEM_FPN, {}),
+                                             (UPERNET, dict(patch_size=8))],
+                         ids=['upernet-p16', 'semantic-fpn-p16', 'upernet-p8'])
+def test_streamed_equals_whole_image_inference(config, backbone, image):
+    cfg = small_cfg(config)
+    if backbone:
+        cfg.model.backbone.arch = dict(SMALL, **backbone)
+    model = build(cfg)
+    meta = dict(ori_shape=HW, img_shape=HW, pad_shape=HW)
+    with torch.no_grad():
+        ref = model.inference(image, [meta])  # mmseg's whole mode
+        labels, logits = predict(model, tensor_source(image), 3, meta, with_logits=True,
+                                 **BANDS)
+    assert_same_prediction(logits, ref, labels, ref.argmax(1))
+
+
+def test_test_mode_stream_of_the_registered_segmentor(image):
+    """StreamingEncoderDecoder with test_cfg mode 'stream' through predict():
+    the data samples mmseg's evaluators read, as mode 'whole' fills them."""
+    from mmseg.structures import SegDataSample
+    cfg = small_cfg(UPERNET)
+    assert cfg.model.type == 'StreamingEncoderDecoder'  # the shipped configs use it
+    model = build(cfg)
+    meta = dict(ori_shape=HW, img_shape=HW, pad_shape=HW)
+    with torch.no_grad():
+        whole = model.predict(image, [SegDataSample(metainfo=meta)])[0]
+        model.test_cfg = ConfigDict(mode='stream', return_logits=True, **BANDS)
+        stream = model.predict(image, [SegDataSample(metainfo=meta)])[0]
+        model.test_cfg = ConfigDict(mode='stream')
+        lean = model.predict(image, [SegDataSample(metainfo=meta)])[0]
+    assert stream.pred_sem_seg.data.shape == whole.pred_sem_seg.data.shape == (1,) + HW
+    assert stream.pred_sem_seg.data.dtype == whole.pred_sem_seg.data.dtype
+    assert_same_prediction(stream.seg_logits.data, whole.seg_logits.data,
+                           stream.pred_sem_seg.data, whole.pred_sem_seg.data)
+    assert 'seg_logits' not in lean  # no (classes, H, W) floats unless asked
+    assert torch.equal(lean.pred_sem_seg.data, stream.pred_sem_seg.data)
+    model.test_cfg = ConfigDict(mode='stream', crop_size=(5, 5))
+    with pytest.raises(KeyError, match='crop_size'):
+        model.predict(image, [SegDataSample(metainfo=meta)])
+
+
+@pytest.mark.parametrize('config', [DEMO, SEM_FPN], ids=['demo-upernet-p8', 'semantic-fpn'])
+def test_segment_large_equals_mmseg_inference_model(config, tmp_path):
+    """An image file through mmseg's own inference_model (its test pipeline with
+    no resize) and through segment_large on the same pixels."""
+    from mmseg.apis import inference_model, init_model
+    cfg = small_cfg(config, num_classes=9) if config != DEMO else Config.fromfile(str(config))
+    no_sync_bn(cfg.model)
+    cfg.test_pipeline = [dict(type='LoadImageFromFile'), dict(type='PackSegInputs')]
+    cfg.test_dataloader.dataset.pipeline = cfg.test_pipeline
+    model = randomise_bn(init_model(cfg, checkpoint=None, device='cpu'))
+    rng = np.random.default_rng(2)
+    img = cv2.GaussianBlur(rng.integers(0, 256, HW + (3,), dtype=np.uint8), (7, 7), 2)
+    path = str(tmp_path / 'scene.png')
+    cv2.imwrite(path, img)
+    with torch.no_grad():
+        ref = inference_model(model, path).pred_sem_seg.data[0].numpy()
+    labels = segment_large(model, cv2.imread(path), band_rows=11, tokens_per_band=60)
+    assert labels.dtype == np.uint8 and labels.shape == HW
+    assert (labels == ref).mean() >= 0.999
+
+
+def test_labels_are_16_bit_past_255_classes_and_padding_is_undone(image):
+    cfg = small_cfg(SEM_FPN, num_classes=300)
+    cfg.model.data_preprocessor.test_cfg = dict(size_divisor=32)  # pads 229x301 to 256x320
+    model = build(cfg)
+    img = np.random.default_rng(3).integers(0, 256, HW + (3,), dtype=np.uint8)
+    from mmseg.structures import SegDataSample
+    with torch.no_grad():
+        data = dict(inputs=[torch.from_numpy(img).permute(2, 0, 1)],
+                    data_samples=[SegDataSample(metainfo=dict(ori_shape=HW, img_shape=HW))])
+        ref = model.test_step(data)[0].pred_sem_seg.data[0].numpy()
+    labels = segment_large(model, img, **BANDS)
+    assert labels.dtype == np.uint16 and labels.shape == HW
+    assert labels.max() > 255  # the values past 8 bits survive
+    assert (labels == ref).mean() >= 0.999
+
+
+def test_refusals(image):
+    from mmseg.structures import SegDataSample
+    cfg = small_cfg(UPERNET)
+    model = build(cfg)
+    with pytest.raises(ValueError, match='NaN'):
+        bad = image.clone()
+        bad[0, 0, 100, 7] = float('nan')
+        predict(model, tensor_source(bad), 3, None, **BANDS)
+    with pytest.raises(NotImplementedError, match='flip'):
+        model.test_cfg = ConfigDict(mode='stream')
+        model.predict(image, [SegDataSample(metainfo=dict(
+            ori_shape=HW, img_shape=HW, flip=True, flip_direction='horizontal'))])
+    with pytest.raises(ValueError, match='uint8'):
+        segment_large(model, np.zeros(HW + (3,), np.float32))
+    model.train()
+    with pytest.raises(RuntimeError, match='eval mode'):
+        predict(model, tensor_source(image), 3, None)
+    cfg.model.backbone.attn_type = 'softmax'
+    with pytest.raises(ValueError, match='UFO attention'):
+        predict(build(cfg), tensor_source(image), 3, None)
