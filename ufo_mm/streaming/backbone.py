@@ -8,9 +8,10 @@ holds only the token tensor whole:
 - each block in two passes over bands of token rows: first k^T v, a sum over
   all tokens, added up band by band; then per band the queries, XNorm, the
   projection and the residual, the LPI (two 3x3 depthwise convolutions: a halo
-  of two token rows) and the MLP;
+  of two token rows) and the MLP, written in place over the block's input
+  unless that is a kept output;
 - the outputs of the four ``out_indices`` blocks are kept (that is the
-  memory: five token tensors at most), and the pyramid adapters become band
+  memory: four token tensors), and the pyramid adapters become band
   nodes on them, so the stride-4 map is never formed whole.
 
 Only UFO attention streams this way (its k^T v is a sum over tokens);
@@ -93,7 +94,8 @@ class StreamedUFOViT:
         x, (Hp, Wp) = self.embed(image)
         feats = []
         for i, blk in enumerate(self.m.blocks):
-            x = self.block(blk, x, Hp, Wp)
+            # a block after a pyramid output writes a new tensor, the others update in place
+            x = self.block(blk, x, Hp, Wp, in_place=not (feats and x is feats[-1]))
             if i in self.m.out_indices:
                 feats.append(x)
         return self.pyramid(feats, Hp, Wp, image.size)
@@ -118,8 +120,13 @@ class StreamedUFOViT:
         bands.evaluate(emb, self.band_rows(image.size), sink)
         return tokens, (Hp, Wp)
 
-    def block(self, blk, x: torch.Tensor, Hp: int, Wp: int) -> torch.Tensor:
-        """One block on tokens (B, N, C), in two passes; a new tensor."""
+    def block(self, blk, x: torch.Tensor, Hp: int, Wp: int, in_place: bool = False
+              ) -> torch.Tensor:
+        """One block on tokens (B, N, C), in two passes; the result in a new
+        tensor, or in ``x`` itself (``in_place``). In place is safe because a
+        band's output rows are written after the rows of ``x`` they depend on
+        were read, and the band graph never reads a row of ``x`` twice (the
+        halo rows of the next band are held from this one)."""
         attn, C = blk.attn, x.shape[-1]
         h = attn.num_heads
         R = max(1, self.tokens_per_band // Wp)
@@ -161,7 +168,7 @@ class StreamedUFOViT:
             t = blk.residual(t, blk.gamma2, blk.mlp(blk.norm2(t)))
             return _grid(t, rows.shape[2], Wp)
         out_node = bands.Map(lpi_mlp, a_node, conv2)
-        out = torch.empty_like(x)
+        out = x if in_place else torch.empty_like(x)
 
         def sink(a, b, rows):
             out[:, a * Wp:b * Wp] = _tokens(rows)
