@@ -71,6 +71,13 @@ def build_segmentor(name: str):
     return SEG_MODELS.build(model_cfg).eval()
 
 
+def cpu_seconds() -> float:
+    """CPU time (user + system) this process has used, all threads."""
+    import resource
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 def run_case(case: dict) -> dict:
     """Measure one case in this process; returns its row."""
     import numpy as np
@@ -85,7 +92,7 @@ def run_case(case: dict) -> dict:
     side = case['side']
     image = np.random.default_rng(0).integers(0, 256, (side, side, 3), dtype=np.uint8)
     rss_ready = rss_bytes()
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), cpu_seconds()
     with torch.no_grad():
         if case['method'] == 'stream':
             labels = segment_large(model, image)
@@ -97,9 +104,9 @@ def run_case(case: dict) -> dict:
             data = dict(inputs=[torch.from_numpy(image).permute(2, 0, 1)],
                         data_samples=[SegDataSample(metainfo=meta)])
             labels = model.test_step(data)[0].pred_sem_seg.data
-    seconds = time.perf_counter() - t0
+    seconds, cpu = time.perf_counter() - t0, cpu_seconds() - cpu0
     assert tuple(labels.shape[-2:]) == (side, side)
-    return dict(case, status='ok', seconds=round(seconds, 2),
+    return dict(case, status='ok', seconds=round(seconds, 2), cpu_seconds=round(cpu, 1),
                 peak_rss_gb=round(peak_rss_bytes() / 2**30, 3),
                 ready_rss_gb=round(rss_ready / 2**30, 3))
 
@@ -164,6 +171,8 @@ def add_ratios(rows: List[dict], reference_side: Optional[int] = None) -> None:
     ok = [r for r in rows if r['status'] == 'ok']
     for r in ok:
         r['s_per_mpx'] = round(r['seconds'] / (r['side'] ** 2 / 1e6), 3)
+        if 'cpu_seconds' in r:
+            r['cpu_s_per_mpx'] = round(r['cpu_seconds'] / (r['side'] ** 2 / 1e6), 3)
     for r in ok:
         whole = [w for w in ok if w['model'] == r['model'] and w['method'] == 'whole' and
                  (reference_side is None or w['side'] == reference_side)]
@@ -171,21 +180,27 @@ def add_ratios(rows: List[dict], reference_side: Optional[int] = None) -> None:
             ref = max(whole, key=lambda w: w['side'])
             r['per_px_vs_whole'] = round(r['s_per_mpx'] / ref['s_per_mpx'], 3)
             r['whole_side'] = ref['side']
+            if 'cpu_s_per_mpx' in r and 'cpu_s_per_mpx' in ref:
+                r['cpu_per_px_vs_whole'] = round(r['cpu_s_per_mpx'] / ref['cpu_s_per_mpx'], 3)
 
 
 def markdown(rows: List[dict]) -> str:
-    lines = ['| model | method | side | seconds | s / Mpx | peak RSS (GiB) | per pixel vs whole |',
-             '|---|---|---|---|---|---|---|']
+    lines = ['| model | method | side | seconds | CPU seconds | s / Mpx | peak RSS (GiB) | '
+             'per pixel vs whole (wall; CPU) |', '|---|---|---|---|---|---|---|---|']
     for r in rows:
         label = MODELS[r['model']]['label']
         if r['status'] != 'ok':
-            lines.append(f"| {label} | {r['method']} | {r['side']} | {r['status']} | | "
+            lines.append(f"| {label} | {r['method']} | {r['side']} | {r['status']} | | | "
                          f"{r.get('peak_rss_gb', '')} | |")
             continue
-        vs = f"{r['per_px_vs_whole']:.2f} (whole at {r['whole_side']})" \
-            if 'per_px_vs_whole' in r else ''
+        vs = f"{r['per_px_vs_whole']:.2f}" if 'per_px_vs_whole' in r else ''
+        if 'cpu_per_px_vs_whole' in r:
+            vs += f"; {r['cpu_per_px_vs_whole']:.2f}"
+        if vs:
+            vs += f" (whole at {r['whole_side']})"
         lines.append(f"| {label} | {r['method']} | {r['side']} | {r['seconds']:.1f} | "
-                     f"{r['s_per_mpx']:.2f} | {r['peak_rss_gb']:.2f} | {vs} |")
+                     f"{r.get('cpu_seconds', '')} | {r['s_per_mpx']:.2f} | "
+                     f"{r['peak_rss_gb']:.2f} | {vs} |")
     return '\n'.join(lines)
 
 
