@@ -10,8 +10,11 @@ Examples::
 
     python tools/benchmark_large.py --sides 1024 2048 4096 8192 16384
     python tools/benchmark_large.py --models upernet_ufo_s12 --methods stream --sides 8192
+    python tools/benchmark_large.py --from-json a/large_image.json b/large_image.json \\
+        --out-dir docs/large_images
 """
 import argparse
+import json
 import os.path as osp
 import platform
 import sys
@@ -34,6 +37,9 @@ def parse_args(argv=None):
                         help='a case past this resident set is stopped (out of memory)')
     parser.add_argument('--timeout', type=float, default=7200., help='seconds per case')
     parser.add_argument('--out-dir', default='work_dirs/benchmark_large')
+    parser.add_argument('--from-json', nargs='+', metavar='JSON',
+                        help='measure nothing: tabulate and plot the rows of earlier runs '
+                             '(their large_image.json files) together')
     return parser.parse_args(argv)
 
 
@@ -43,9 +49,12 @@ def main(argv=None):
     title = (f'{platform.node() or "host"}: {cpu_features.bf16_status()}; fp32, '
              f'{args.threads} threads, random weights')
     print(title, flush=True)
-    cases = bench.plan(args.models, args.methods, args.sides, args.threads)
-    rows = bench.run(cases, args.mem_limit_gb, args.timeout,
-                     log=lambda line: print(line, flush=True))
+    if args.from_json:
+        rows = [row for path in args.from_json for row in json.load(open(path))]
+    else:
+        cases = bench.plan(args.models, args.methods, args.sides, args.threads)
+        rows = bench.run(cases, args.mem_limit_gb, args.timeout,
+                         log=lambda line: print(line, flush=True))
     bench.write_outputs(rows, args.out_dir, title)
     print(bench.markdown(rows))
     print(f'wrote {args.out_dir}/large_image.{{json,md,png}}')
