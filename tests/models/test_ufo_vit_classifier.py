@@ -171,7 +171,15 @@ def test_frozen_trunk_leaves_class_parts_trainable():
     assert not model.blocks[1].local_mp.bn.training
 
 
+@pytest.mark.parametrize('schedule, rates', [('linear', [0., 0.1]), ('constant', [0.1, 0.1])])
+def test_drop_path_schedule(schedule, rates):
+    model = UFOViTClassifier(SMALL, drop_path_rate=0.1, drop_path_schedule=schedule)
+    assert [blk.drop_path.p for blk in model.blocks] == pytest.approx(rates)
+
+
 def test_bad_arguments_raise_clear_errors():
+    with pytest.raises(ValueError, match="drop_path_schedule must be 'linear' or 'constant'"):
+        UFOViTClassifier(SMALL, drop_path_schedule='cosine')
     with pytest.raises(ValueError, match='num_classes must be an int >= 0'):
         UFOViTClassifier(SMALL, num_classes=-1)
     with pytest.raises(ValueError, match='num_cls_attn_blocks'):

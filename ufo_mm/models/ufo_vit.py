@@ -302,8 +302,10 @@ class UFOViTTrunk(BaseModule):
         attn_cfg: extra arguments of the attention (for 'ufo':
             ``kv_norm_dim``, ``eps``, ``seed_compat``).
         mlp_ratio, qkv_bias, drop_rate, attn_drop_rate: as in ViT.
-        drop_path_rate: stochastic depth of the last block; it grows linearly
-            from 0 over the blocks.
+        drop_path_rate: stochastic depth; with ``drop_path_schedule='linear'``
+            that of the last block, growing linearly from 0 over the blocks;
+            with 'constant' that of every block (XCiT's ImageNet training).
+        drop_path_schedule: 'linear' (default) or 'constant'.
         layer_scale_init_value: overrides the arch's (1.0 for depth 12, 1e-5
             for 24).
         norm_cfg: norm of the patch embedding, LPI and pyramid adapters
@@ -331,6 +333,7 @@ class UFOViTTrunk(BaseModule):
                  attn_type: str = 'ufo', attn_cfg: Optional[dict] = None,
                  mlp_ratio: float = 4., qkv_bias: bool = True, drop_rate: float = 0.,
                  attn_drop_rate: float = 0., drop_path_rate: float = 0.,
+                 drop_path_schedule: str = 'linear',
                  layer_scale_init_value: Optional[float] = None,
                  norm_cfg: dict = dict(type='BN', requires_grad=True),
                  frozen_stages: int = -1, norm_eval: bool = False, with_cp: bool = False,
@@ -370,7 +373,13 @@ class UFOViTTrunk(BaseModule):
         self.patch_embed = ConvPatchEmbed(in_channels, C, self.patch_size, norm_cfg)
         self.pos_embed = FourierPositionEncoding(C)
         self.pos_drop = nn.Dropout(drop_rate)
-        dpr = torch.linspace(0, drop_path_rate, self.depth).tolist()
+        if drop_path_schedule == 'linear':
+            dpr = torch.linspace(0, drop_path_rate, self.depth).tolist()
+        elif drop_path_schedule == 'constant':
+            dpr = [drop_path_rate] * self.depth
+        else:
+            raise ValueError(f"drop_path_schedule must be 'linear' or 'constant', "
+                             f'got {drop_path_schedule!r}')
         self.blocks = nn.ModuleList([
             UFOBlock(C, self.num_heads, mlp_ratio, qkv_bias, drop_rate, attn_drop_rate,
                      dpr[i], layer_scale_init_value, norm_cfg, attn_type, attn_cfg)

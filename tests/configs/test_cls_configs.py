@@ -1,0 +1,115 @@
+"""The ImageNet-1k classification configs (mmpretrain): each builds an
+``ImageClassifier`` around the UFO-ViT classifier of its arch, and carries the
+DeiT/XCiT recipe (optimizer, schedule, augmentation, loss, stochastic depth,
+no weight decay on norms, biases, scales, position encoding and class token).
+
+Skipped where mmpretrain is not importable (the torch 2.13 CPU stack has no
+torchvision, which mmpretrain's models need)."""
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from mmengine.config import Config
+
+pytest.importorskip('mmpretrain', reason='mmpretrain is not installed: it needs torchvision, '
+                    'which requirements/constraints-torch2.13-cpu.txt cannot have')
+
+from ufo_mm.engine.distributed import sync_bn_to_bn  # noqa: E402
+from ufo_mm.models import UFOViTClassifier, resolve_arch  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[2]
+CLS_DIR = REPO / 'configs/ufo_vit/classification'
+CONFIGS = sorted(p for p in CLS_DIR.glob('ufo-vit-*_in1k.py'))
+IDS = [p.name for p in CONFIGS]
+# XCiT's stochastic depth per size (its ImageNet training recipe)
+DROP_PATH = {'tiny_12': 0.0, 'small_12': 0.05, 'small_24': 0.1, 'medium_24': 0.15}
+ARCHS = {'t12': 'tiny_12', 's12': 'small_12', 's24': 'small_24', 'm24': 'medium_24'}
+
+
+def arch_of(path: Path) -> str:
+    """'ufo-vit-s12-p16_8xb128_in1k.py' -> 'small_12_p16'."""
+    size, patch = path.name.split('_')[0].split('-')[2:4]
+    return f'{ARCHS[size]}_{patch}'
+
+
+def build(cfg: Config):
+    from mmengine.registry import init_default_scope
+    from mmpretrain.registry import MODELS
+    init_default_scope('mmpretrain')
+    sync_bn_to_bn(cfg._cfg_dict)  # no process group here
+    return MODELS.build(cfg.model)
+
+
+def test_every_size_and_patch_is_shipped():
+    assert IDS == sorted(f'ufo-vit-{s}-p{p}_8xb128_in1k.py' for s in ARCHS for p in (16, 8))
+
+
+@pytest.mark.parametrize('path', CONFIGS, ids=IDS)
+def test_config_builds_the_classifier_of_its_arch(path):
+    cfg = Config.fromfile(str(path))
+    assert cfg.custom_imports.imports == ['ufo_mm'] and cfg.default_scope == 'mmpretrain'
+    arch = arch_of(path)
+    model = build(cfg)
+    setting = resolve_arch(arch)
+    C = setting['embed_dims']
+    assert type(model.backbone).__name__ == 'UFOViTClsBackbone'
+    assert (model.backbone.embed_dims, model.backbone.depth, model.backbone.patch_size) == (
+        C, setting['depth'], setting['patch_size'])
+    assert model.head.fc.in_features == C and model.head.fc.out_features == 1000
+    # the same network as the stand-alone classifier: backbone + the head's fc
+    n = sum(p.numel() for p in model.parameters())
+    assert n == sum(p.numel() for p in UFOViTClassifier(arch).parameters())
+    rate = DROP_PATH[arch.rsplit('_', 1)[0]]
+    assert [b.drop_path.p for b in model.backbone.blocks] == [rate] * model.backbone.depth
+    model.eval()
+    with torch.no_grad():
+        logits = model(torch.randn(1, 3, 32, 32), mode='tensor')
+    assert logits.shape == (1, 1000) and torch.isfinite(logits).all()
+
+
+@pytest.mark.parametrize('path', CONFIGS, ids=IDS)
+def test_config_follows_the_deit_xcit_recipe(path):
+    cfg = Config.fromfile(str(path))
+    batch = 8 * cfg.train_dataloader.batch_size
+    assert batch == cfg.auto_scale_lr.base_batch_size == 1024
+    optim = cfg.optim_wrapper.optimizer
+    assert optim.type == 'AdamW' and optim.weight_decay == 0.05
+    assert optim.lr == pytest.approx(5e-4 * batch / 512)
+    assert cfg.train_cfg.max_epochs == 300
+    warmup, cosine = cfg.param_scheduler
+    assert (warmup.type, warmup.end, warmup.by_epoch) == ('LinearLR', 5, True)
+    assert (cosine.type, cosine.begin) == ('CosineAnnealingLR', 5) and 'end' not in cosine
+    train = {t.type: t for t in cfg.train_dataloader.dataset.pipeline}
+    rand = train['RandAugment']
+    assert (rand.num_policies, rand.magnitude_level, rand.magnitude_std,
+            rand.policies) == (2, 9, 0.5, 'timm_increasing')  # rand-m9-mstd0.5-inc1
+    assert train['RandomErasing'].erase_prob == 0.25 and train['RandomResizedCrop'].scale == 224
+    augments = {a.type: a.alpha for a in cfg.model.train_cfg.augments}
+    assert augments == {'Mixup': 0.8, 'CutMix': 1.0}
+    loss = cfg.model.head.loss
+    assert (loss.type, loss.label_smooth_val) == ('LabelSmoothLoss', 0.1)
+
+
+def test_no_weight_decay_on_norms_biases_scales_and_class_token():
+    from mmengine.optim import build_optim_wrapper
+    cfg = Config.fromfile(str(CLS_DIR / 'ufo-vit-s12-p16_8xb128_in1k.py'))
+    model = build(cfg)
+    wrapper = build_optim_wrapper(model, cfg.optim_wrapper)
+    names = {id(p): n for n, p in model.named_parameters()}
+    decay = {names[id(p)]: g['weight_decay'] for g in wrapper.optimizer.param_groups
+             for p in g['params']}
+    assert set(decay) == set(names.values())
+
+    def no_decay(name):
+        leaf = name.rsplit('.', 1)[-1]
+        return (leaf == 'bias' or 'norm' in name or '.bn.' in name or '.1.weight' in name
+                or leaf.startswith('gamma') or 'cls_token' in name or 'pos_embed' in name)
+
+    wrong = {n: wd for n, wd in decay.items() if wd != (0. if no_decay(n) else 0.05)}
+    assert not wrong, wrong
+    assert decay['backbone.cls_token'] == 0. and decay['backbone.blocks.0.attn.gamma_q'] == 0.
+    assert decay['backbone.blocks.0.attn.qkv.weight'] == 0.05
+    assert decay['backbone.cls_attn_blocks.1.attn.q.weight'] == 0.05
+    assert decay['head.fc.weight'] == 0.05
+    assert math.isclose(wrapper.optimizer.defaults['lr'], 1e-3)
