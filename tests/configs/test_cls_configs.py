@@ -113,3 +113,26 @@ def test_no_weight_decay_on_norms_biases_scales_and_class_token():
     assert decay['backbone.cls_attn_blocks.1.attn.q.weight'] == 0.05
     assert decay['head.fc.weight'] == 0.05
     assert math.isclose(wrapper.optimizer.defaults['lr'], 1e-3)
+
+
+DEMO = REPO / 'configs/ufo_vit/demo/ufo-vit-cls-demo_synthetic.py'
+DENSE_DEMOS = [REPO / 'configs/ufo_vit/demo/mask-rcnn_ufo-vit-demo_synthetic.py',
+               REPO / 'configs/ufo_vit/demo/upernet_ufo-vit-demo_synthetic.py']
+
+
+def test_demo_classifier_has_the_dense_demos_trunk():
+    from ufo_mm.models import UFOViT
+    cfg = Config.fromfile(str(DEMO))
+    arch = cfg.model.backbone.arch.to_dict()
+    model = build(cfg)
+    trunk = {k: v.shape for k, v in model.backbone.state_dict().items()
+             if not k.startswith(('cls_token', 'cls_attn_blocks.', 'norm.'))}
+    for path in DENSE_DEMOS:
+        dense_arch = Config.fromfile(str(path)).model.backbone.arch.to_dict()
+        dense_arch.pop('out_indices', None)
+        assert dense_arch == arch, path.name
+        dense = UFOViT(arch=Config.fromfile(str(path)).model.backbone.arch.to_dict())
+        assert trunk == {k: v.shape for k, v in dense.state_dict().items()
+                         if not k.startswith('fpn')}, path.name
+    assert cfg.model.head.num_classes == 5 and cfg.train_dataloader.dataset.split == 'train'
+    assert cfg.val_dataloader.dataset.split == 'val'

@@ -45,15 +45,9 @@ test_dataloader = val_dataloader
 
 optim_wrapper = dict(
     optimizer=dict(type='AdamW', lr=5e-4 * 1024 / 512, weight_decay=0.05),
-    paramwise_cfg=dict(
-        _delete_=True,
-        # the project's rules (norms, '.gamma' layer/XNorm scales, the position encoding)
-        # plus the ones XCiT's optimizer adds: every bias and other 1-D tensor, the class token
-        norm_decay_mult=_base_.no_decay['norm_decay_mult'],
-        bias_decay_mult=0.,
-        flat_decay_mult=0.,
-        custom_keys=dict(_base_.no_decay['custom_keys'],
-                         **{'.cls_token': dict(decay_mult=0.)})))
+    # no decay on norms, biases, layer/XNorm scales, position encoding and class token
+    # (_delete_: not the Swin rules of mmpretrain's schedule base)
+    paramwise_cfg=dict(_base_.cls_no_decay, _delete_=True))
 
 warmup_epochs = 5
 param_scheduler = [
