@@ -136,3 +136,66 @@ def test_demo_classifier_has_the_dense_demos_trunk():
                          if not k.startswith('fpn')}, path.name
     assert cfg.model.head.num_classes == 5 and cfg.train_dataloader.dataset.split == 'train'
     assert cfg.val_dataloader.dataset.split == 'val'
+
+
+# ------------------------------------------------ classifier checkpoints -> dense configs
+DENSE_FROM_CLS = [
+    ('demo/ufo-vit-cls-demo_synthetic.py', 'demo/mask-rcnn_ufo-vit-demo_synthetic.py'),
+    ('demo/ufo-vit-cls-demo_synthetic.py', 'demo/upernet_ufo-vit-demo_synthetic.py'),
+    ('classification/ufo-vit-s12-p16_8xb128_in1k.py',
+     'mask-rcnn/mask-rcnn_ufo-vit-s12-p16_fpn_ms-crop-3x_coco.py'),
+    ('classification/ufo-vit-s12-p16_8xb128_in1k.py',
+     'upernet/upernet_ufo-vit-s12-p16_8xb2-160k_ade20k-512x512.py'),
+]
+
+
+def classifier_checkpoint(cls_config: str, path: Path) -> dict:
+    """A checkpoint as mmpretrain's train.py writes it for ``cls_config``: the
+    ImageClassifier's state dict (``backbone.*``, ``head.fc.*``) under
+    'state_dict', beside 'meta'. Returns that state dict."""
+    torch.manual_seed(1)
+    model = build(Config.fromfile(str(REPO / 'configs/ufo_vit' / cls_config)))
+    model.init_weights()
+    sd = model.state_dict()
+    torch.save({'meta': {'iter': 1000, 'dataset_meta': {}}, 'state_dict': sd}, path)
+    return sd
+
+
+def dense_model_from(config: str, checkpoint: Path):
+    """The model of a dense config, its backbone's init_cfg pointing at
+    ``checkpoint``, built and initialised as the Runner does (init_weights)."""
+    from mmengine.registry import init_default_scope
+    cfg = Config.fromfile(str(REPO / 'configs/ufo_vit' / config))
+    sync_bn_to_bn(cfg._cfg_dict)
+    cfg.model.backbone.init_cfg = dict(type='Pretrained', checkpoint=str(checkpoint))
+    init_default_scope(cfg.default_scope)
+    if cfg.default_scope == 'mmdet':
+        from mmdet.registry import MODELS
+    else:
+        from mmseg.registry import MODELS
+    model = MODELS.build(cfg.model)
+    model.init_weights()
+    return model
+
+
+@pytest.mark.parametrize('cls_config, dense_config', DENSE_FROM_CLS,
+                         ids=[d.split('/')[1] for _, d in DENSE_FROM_CLS])
+def test_classifier_checkpoint_initialises_the_dense_backbone(tmp_path, cls_config,
+                                                              dense_config):
+    from ufo_mm.models.checkpoint_convert import convert_state_dict
+    path = tmp_path / 'iter_1000.pth'
+    sd = classifier_checkpoint(cls_config, path)
+    model = dense_model_from(dense_config, path)
+    backbone = model.backbone.state_dict()
+    _, report = convert_state_dict(sd, model.backbone)
+    # zero missing trunk keys: only the pyramid adapters are new
+    assert report['missing'] and all(k.startswith('fpn') for k in report['missing'])
+    assert report['unexpected'] == [] and report['shape_mismatch'] == []
+    assert sorted(report['dropped_classification']) == sorted(
+        k.replace('backbone.', '', 1).replace('head.fc.', 'head.') for k in sd
+        if k.startswith(('backbone.cls_token', 'backbone.cls_attn_blocks.', 'backbone.norm.',
+                         'head.')))
+    trunk = [k for k in backbone if not k.startswith('fpn')]
+    assert sorted(report['loaded']) == sorted(trunk)
+    for k in trunk:  # the checkpoint's tensors, not the dense model's own init
+        assert torch.equal(backbone[k], sd[f'backbone.{k}']), k

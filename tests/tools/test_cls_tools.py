@@ -79,6 +79,33 @@ def test_mmpretrain_train_tool_trains_and_validates_the_demo(trained):
     assert 0 <= top1_of(log) <= 100  # validation at the end of training
 
 
+@pytest.mark.parametrize('dense', ['mask-rcnn_ufo-vit-demo_synthetic.py',
+                                   'upernet_ufo-vit-demo_synthetic.py'])
+def test_trained_checkpoint_initialises_the_dense_demos_backbone(trained, dense):
+    """train.py's own checkpoint, as it is, through ``init_cfg=dict(type='Pretrained')``:
+    every trunk tensor loaded, only the pyramid adapters new, the classification
+    parts reported as dropped."""
+    from mmengine.config import Config
+
+    from ufo_mm.models import UFOViT
+    from ufo_mm.models.checkpoint_convert import load_pretrained
+    from ufo_mm.safe_load import safe_torch_load
+    work_dir, _ = trained
+    ckpt = work_dir / f'iter_{ITERS}.pth'
+    backbone = Config.fromfile(str(DEMO.parent / dense)).model.backbone.to_dict()
+    backbone.pop('type')
+    model = UFOViT(**dict(backbone, init_cfg=dict(type='Pretrained', checkpoint=str(ckpt))))
+    model.init_weights()
+    report = load_pretrained(UFOViT(**backbone), str(ckpt))
+    assert report['missing'] and all(k.startswith('fpn') for k in report['missing'])
+    assert report['unexpected'] == [] and report['shape_mismatch'] == []
+    assert 'cls_token' in report['dropped_classification']
+    assert 'head.weight' in report['dropped_classification']  # LinearClsHead's head.fc
+    sd = safe_torch_load(ckpt)['state_dict']
+    for k in report['loaded']:
+        assert torch.equal(model.state_dict()[k], sd[f'backbone.{k}']), k
+
+
 def classifier_accuracy(ckpt_path: Path, inet_root: Path) -> float:
     """Top-1 (%) on the val split computed by ufo_mm's UFOViTClassifier from the
     checkpoint's weights, with the demo's preprocessing done by hand."""
