@@ -13,7 +13,7 @@ import torch
 from mmengine.config import Config
 
 pytest.importorskip('mmpretrain', reason='mmpretrain is not installed: it needs torchvision, '
-                    'which the torch 2.13 CPU stack cannot have')
+                    'which requirements/constraints-torch2.13-cpu.txt cannot have')
 
 from ufo_mm.engine.distributed import sync_bn_to_bn  # noqa: E402
 from ufo_mm.models import UFOViTClassifier, resolve_arch  # noqa: E402

@@ -20,7 +20,7 @@ import pytest
 import torch
 
 pytest.importorskip('mmpretrain', reason='mmpretrain is not installed: it needs torchvision, '
-                    'which the torch 2.13 CPU stack cannot have')
+                    'which requirements/constraints-torch2.13-cpu.txt cannot have')
 
 REPO = Path(__file__).resolve().parents[2]
 DEMO = REPO / 'configs/ufo_vit/demo/ufo-vit-cls-demo_synthetic.py'

@@ -1,5 +1,5 @@
 # ImageNet-1k pretraining of the UFO-ViT classifier with mmpretrain: the DeiT/XCiT recipe
-# (docs/model.md section 8). Shared base of the per-arch files next to it (defaults: S12/16);
+# (docs/pretraining.md). Shared base of the per-arch files next to it (defaults: S12/16);
 # they change only the backbone arch, its stochastic depth and the head's input channels.
 #   batch 1024 (8 GPUs x 128), AdamW, lr 5e-4 x 1024 / 512 = 1e-3, weight decay 0.05 (none on
 #   norms, biases, layer scales, XNorm scales, position encoding, class token), 300 epochs,
