@@ -12,7 +12,7 @@
 #       configs/ufo_vit/demo/ufo-vit-cls-demo_synthetic.py work_dirs/cls-demo/iter_1000.pth
 # Then fine-tune a dense demo from it (trunk loaded, class token / class attention / norm /
 # head reported as dropped):
-#   --cfg-options model.backbone.init_cfg.type=Pretrained \
+#   --cfg-options model.backbone.init_cfg._delete_=True model.backbone.init_cfg.type=Pretrained \
 #                 model.backbone.init_cfg.checkpoint=work_dirs/cls-demo/iter_1000.pth
 # Schedule length: the ONLY knob is train_cfg.max_iters, as in the dense demos.
 _base_ = [
