@@ -29,15 +29,21 @@ BUILD = textwrap.dedent("""
 """)
 
 
-def test_custom_imports_registers_in_mmdet_and_mmseg(tmp_path):
+def build_in_fresh_process(tmp_path, config: str, script: str) -> list:
+    """Run ``script`` on the config text ``config`` in a new interpreter (nothing
+    imported yet); its printed lines."""
     cfg = tmp_path / 'cfg.py'
-    cfg.write_text(CONFIG)
-    script = tmp_path / 'build.py'
-    script.write_text(BUILD)
-    out = subprocess.run([sys.executable, str(script), str(cfg)], capture_output=True,
+    cfg.write_text(config)
+    path = tmp_path / 'build.py'
+    path.write_text(script)
+    out = subprocess.run([sys.executable, str(path), str(cfg)], capture_output=True,
                          text=True, timeout=300)
     assert out.returncode == 0, out.stderr
-    lines = out.stdout.strip().splitlines()
+    return out.stdout.strip().splitlines()
+
+
+def test_custom_imports_registers_in_mmdet_and_mmseg(tmp_path):
+    lines = build_in_fresh_process(tmp_path, CONFIG, BUILD)
     shapes = '[(1, 64, 16, 16), (1, 64, 8, 8), (1, 64, 4, 4), (1, 64, 2, 2)]'
     assert lines == [f'mmdet ufo_mm.models.ufo_vit UFOViT {shapes}',
                      f'mmseg ufo_mm.models.ufo_vit UFOViT {shapes}']
@@ -81,14 +87,8 @@ CLS_BUILD = textwrap.dedent("""
 def test_custom_imports_registers_the_classifier_in_mmpretrain(tmp_path):
     pytest.importorskip('mmpretrain', reason='mmpretrain is not installed (it needs '
                         'torchvision: requirements/constraints.txt has both)')
-    cfg = tmp_path / 'cfg.py'
-    cfg.write_text(CLS_CONFIG)
-    script = tmp_path / 'build.py'
-    script.write_text(CLS_BUILD)
-    out = subprocess.run([sys.executable, str(script), str(cfg)], capture_output=True,
-                         text=True, timeout=300)
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.strip().splitlines()[-1] == 'UFOViTClsBackbone LinearClsHead (2, 5)'
+    lines = build_in_fresh_process(tmp_path, CLS_CONFIG, CLS_BUILD)
+    assert lines[-1] == 'UFOViTClsBackbone LinearClsHead (2, 5)'
 
 
 def _seg_model(**extra):

@@ -61,36 +61,45 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
+def coco_lines(ann_files, args):
+    for split, ann_file in ann_files.items():
+        coco = json.loads(ann_file.read_text())
+        yield (f'coco {split}: {len(coco["images"])} images, {len(coco["annotations"])} '
+               f'instances -> {ann_file.parent.parent / split}/, {ann_file}')
+
+
+def ade20k_lines(data_root, args):
+    for split, count in (('training', args.num_train), ('validation', args.num_val)):
+        yield (f'ade20k {split}: {count} images -> {data_root}/images/{split}/, '
+               f'{data_root}/annotations/{split}/')
+
+
+def imagenet_lines(data_root, args):
+    for split, count in (('train', args.num_train), ('val', args.num_val)):
+        yield f'imagenet {split}: {count} images -> {data_root}/{split}/, ' \
+              f'{data_root}/meta/{split}.txt'
+
+
+# dataset: (writer, folder under --out, what it wrote as lines for the user)
+DATASETS = {
+    'coco': (make_coco, COCO_DIR, coco_lines),
+    'ade20k': (make_ade20k, ADE_DIR, ade20k_lines),
+    'imagenet': (make_imagenet, IMAGENET_DIR, imagenet_lines),
+}
+
+
 def main(argv=None):
     args = parse_args(argv)
     common = dict(num_train=args.num_train, num_val=args.num_val, seed=args.seed,
                   val_seed=args.val_seed)
-
-    def size(dataset):
-        return DEFAULT_SIZE[dataset] if args.img_size is None else args.img_size
-
-    if args.dataset in ('coco', 'all'):
+    for name, (write, folder, describe) in DATASETS.items():
+        if args.dataset not in (name, 'all'):
+            continue
         start = time.time()
-        ann_files = make_coco(args.out / COCO_DIR, img_size=size('coco'), **common)
-        for split, ann_file in ann_files.items():
-            coco = json.loads(ann_file.read_text())
-            print(f'coco {split}: {len(coco["images"])} images, {len(coco["annotations"])} '
-                  f'instances -> {ann_file.parent.parent / split}/, {ann_file}')
-        print(f'coco written in {time.time() - start:.1f} s')
-    if args.dataset in ('ade20k', 'all'):
-        start = time.time()
-        data_root = make_ade20k(args.out / ADE_DIR, img_size=size('ade20k'), **common)
-        for split, count in (('training', args.num_train), ('validation', args.num_val)):
-            print(f'ade20k {split}: {count} images -> {data_root}/images/{split}/, '
-                  f'{data_root}/annotations/{split}/')
-        print(f'ade20k written in {time.time() - start:.1f} s')
-    if args.dataset in ('imagenet', 'all'):
-        start = time.time()
-        data_root = make_imagenet(args.out / IMAGENET_DIR, img_size=size('imagenet'), **common)
-        for split, count in (('train', args.num_train), ('val', args.num_val)):
-            print(f'imagenet {split}: {count} images -> {data_root}/{split}/, '
-                  f'{data_root}/meta/{split}.txt')
-        print(f'imagenet written in {time.time() - start:.1f} s')
+        size = DEFAULT_SIZE[name] if args.img_size is None else args.img_size
+        written = write(args.out / folder, img_size=size, **common)
+        print('\n'.join(describe(written, args)))
+        print(f'{name} written in {time.time() - start:.1f} s')
 
 
 if __name__ == '__main__':

@@ -8,16 +8,15 @@ proof (top-1 >= 70% on the unseen split) is slow.
 Skipped where mmpretrain is not importable (the torch 2.13 CPU stack).
 """
 import json
-import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 import torch
+
+from tests.tools.scripts import run
 
 pytest.importorskip('mmpretrain', reason='mmpretrain is not installed: it needs torchvision, '
                     'which requirements/constraints-torch2.13-cpu.txt cannot have')
@@ -35,14 +34,6 @@ def data_options(data_root, iters=ITERS, batch=8):
     return [f'{loader}.dataset.data_root={data_root}'
             for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader')] + [
         f'train_cfg.max_iters={iters}', f'train_dataloader.batch_size={batch}']
-
-
-def run(args, timeout=600):
-    env = dict(os.environ, OMP_NUM_THREADS='1', MKL_NUM_THREADS='1', PYTHONPATH=str(REPO))
-    proc = subprocess.run([sys.executable, *map(str, args)], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=timeout)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return proc.stdout + proc.stderr
 
 
 def top1_of(log: str) -> float:
