@@ -270,13 +270,17 @@ def timm_xcit():
 
 def mmpretrain_xcit():
     pytest.importorskip('mmpretrain', reason='mmpretrain is not installed (needs torchvision)')
+    from mmengine.registry import DefaultScope
     from mmpretrain.registry import MODELS
-    model = MODELS.build(dict(
-        type='mmpretrain.ImageClassifier',
-        backbone=dict(type='mmpretrain.XCiT', img_size=64, patch_size=8, embed_dims=64, depth=4,
-                      num_heads=4, layer_scale_init_value=1.0, tokens_norm=True,
-                      out_type='cls_token'),
-        head=dict(type='mmpretrain.LinearClsHead', num_classes=10, in_channels=64)))
+    # the classifier builds its data preprocessor in the default scope: mmpretrain's here,
+    # whatever an earlier test left
+    with DefaultScope.overwrite_default_scope('mmpretrain'):
+        model = MODELS.build(dict(
+            type='ImageClassifier',
+            backbone=dict(type='XCiT', img_size=64, patch_size=8, embed_dims=64, depth=4,
+                          num_heads=4, layer_scale_init_value=1.0, tokens_norm=True,
+                          out_type='cls_token'),
+            head=dict(type='LinearClsHead', num_classes=10, in_channels=64)))
     return randomised(model)
 
 
