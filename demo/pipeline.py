@@ -116,29 +116,38 @@ def derived_config(base: Path, out: Path, body: str, max_iters: int = 0) -> Path
     return out
 
 
-def det_config(args, data_root: Path, out: Path) -> Path:
+def model_override(args, heads, init_checkpoint=None) -> list:
+    """The ``model = dict(...)`` line of a derived dense config: --arch (and the
+    input channels of the parts named by ``heads(C)``), and a backbone
+    ``init_cfg`` loading ``init_checkpoint``; none when neither is asked for."""
+    backbone, rest = {}, ''
+    if args.arch:
+        arch, C = arch_override(args.arch)
+        backbone['arch'], rest = arch, ', ' + heads(C)
+    if init_checkpoint:  # _delete_: the demos' init_cfg is None, which takes no dict merge
+        backbone['init_cfg'] = dict(_delete_=True, type='Pretrained',
+                                    checkpoint=str(init_checkpoint))
+    return [f'model = dict(backbone={backbone!r}{rest})'] if backbone else []
+
+
+def det_config(args, data_root: Path, out: Path, init_checkpoint=None) -> Path:
     lines = [f"_data = {str(data_root) + '/'!r}",
              "train_dataloader = dict(dataset=dict(data_root=_data))",
              "val_dataloader = dict(dataset=dict(data_root=_data))",
              "test_dataloader = val_dataloader",
              "val_evaluator = dict(ann_file=_data + 'annotations/instances_val2017.json')",
              "test_evaluator = val_evaluator"]
-    if args.arch:
-        arch, C = arch_override(args.arch)
-        lines.append(f'model = dict(backbone=dict(arch={arch!r}), neck=dict(in_channels=[{C}] * 4))')
+    lines += model_override(args, lambda C: f'neck=dict(in_channels=[{C}] * 4)', init_checkpoint)
     return derived_config(DET_CONFIG, out, '\n'.join(lines), args.det_iters)
 
 
-def seg_config(args, data_root: Path, out: Path) -> Path:
+def seg_config(args, data_root: Path, out: Path, init_checkpoint=None) -> Path:
     lines = [f"_data = {str(data_root)!r}",
              "train_dataloader = dict(dataset=dict(data_root=_data))",
              "val_dataloader = dict(dataset=dict(data_root=_data))",
              "test_dataloader = val_dataloader"]
-    if args.arch:
-        arch, C = arch_override(args.arch)
-        lines.append(f'model = dict(backbone=dict(arch={arch!r}), '
-                     f'decode_head=dict(in_channels=[{C}] * 4), '
-                     f'auxiliary_head=dict(in_channels={C}))')
+    lines += model_override(args, lambda C: f'decode_head=dict(in_channels=[{C}] * 4), '
+                            f'auxiliary_head=dict(in_channels={C})', init_checkpoint)
     return derived_config(SEG_CONFIG, out, '\n'.join(lines), args.seg_iters)
 
 

@@ -1,6 +1,7 @@
 """Package metadata: ranges, not pins, so that installing ufo-mm into an
 existing OpenMMLab environment replaces nothing; the exact tested stack lives
 in requirements/constraints*.txt, which tools/setup_env.sh installs from."""
+import configparser
 import importlib.metadata
 import re
 from pathlib import Path
@@ -29,15 +30,46 @@ def test_installed_metadata_pins_nothing_of_the_stack():
     assert '3.3.0' in reqs['mmdet'].specifier and '1.2.2' in reqs['mmsegmentation'].specifier
 
 
-@pytest.mark.parametrize('name', ['constraints.txt', 'constraints-torch2.14.txt'])
-def test_constraints_files_pin_the_whole_stack(name):
+def pins_of(name: str) -> dict:
     lines = (REPO / 'requirements' / name).read_text().splitlines()
     pins = dict(re.match(r'^([A-Za-z0-9_.-]+)==([^\s;#]+)', line).groups()
                 for line in lines if line and not line.startswith('#'))
-    pins = {k.lower(): v for k, v in pins.items()}
+    return {k.lower().replace('_', '-'): v for k, v in pins.items()}
+
+
+def extras() -> dict:
+    """setup.cfg's extras as {extra: [Requirement]} (read from the source tree: the
+    installed metadata may come from another checkout's editable install)."""
+    cfg = configparser.ConfigParser()
+    cfg.read(REPO / 'setup.cfg')
+    return {name: [Requirement(r) for r in value.split('\n') if r.strip()]
+            for name, value in cfg['options.extras_require'].items()}
+
+
+@pytest.mark.parametrize('name', ['constraints.txt', 'constraints-torch2.13-cpu.txt'])
+def test_constraints_files_pin_the_whole_stack(name):
+    pins = pins_of(name)
     for pkg in ('torch', 'mmcv', 'mmengine', 'mmdet', 'mmsegmentation', 'numpy'):
         assert pkg in pins, f'{name} does not pin {pkg}'
     # every requirement of the package is pinned too: the stack is reproducible
     missing = [r for r in requirements() if r not in pins]
     assert not missing, f'{name} does not pin {missing}'
-    assert ('torchvision' in pins) == (name != 'constraints.txt')
+    # the default stack: a torch + torchvision pair, so mmpretrain and timm; the
+    # torch 2.13 CPU alternative has no torchvision, so neither of them
+    default = name == 'constraints.txt'
+    for pkg in ('torchvision', 'mmpretrain', 'timm'):
+        assert (pkg in pins) == default, (name, pkg)
+
+
+def test_default_stack_satisfies_every_extra():
+    """tools/setup_env.sh installs the extras [dev,pretrain,pretrain-dev] with the
+    default constraints: each of their requirements is pinned, inside its range."""
+    pins = pins_of('constraints.txt')
+    found = extras()
+    assert {'dev', 'pretrain', 'pretrain-dev'} <= set(found)
+    for extra, reqs in found.items():
+        for req in reqs:
+            name = req.name.lower().replace('_', '-')
+            assert name in pins, f'constraints.txt does not pin {name} (extra {extra})'
+            assert pins[name] in req.specifier, (extra, str(req), pins[name])
+    assert pins['torch'] == '2.14.1' and pins['torchvision'] == '0.29.1'

@@ -1,4 +1,6 @@
-"""`custom_imports=['ufo_mm']` is all a config needs, for mmdet and for mmseg."""
+"""`custom_imports=['ufo_mm']` is all a config needs, for mmdet, mmseg and
+mmpretrain (where it is installed)."""
+import importlib.util
 import subprocess
 import sys
 import textwrap
@@ -27,15 +29,21 @@ BUILD = textwrap.dedent("""
 """)
 
 
-def test_custom_imports_registers_in_mmdet_and_mmseg(tmp_path):
+def build_in_fresh_process(tmp_path, config: str, script: str) -> list:
+    """Run ``script`` on the config text ``config`` in a new interpreter (nothing
+    imported yet); its printed lines."""
     cfg = tmp_path / 'cfg.py'
-    cfg.write_text(CONFIG)
-    script = tmp_path / 'build.py'
-    script.write_text(BUILD)
-    out = subprocess.run([sys.executable, str(script), str(cfg)], capture_output=True,
+    cfg.write_text(config)
+    path = tmp_path / 'build.py'
+    path.write_text(script)
+    out = subprocess.run([sys.executable, str(path), str(cfg)], capture_output=True,
                          text=True, timeout=300)
     assert out.returncode == 0, out.stderr
-    lines = out.stdout.strip().splitlines()
+    return out.stdout.strip().splitlines()
+
+
+def test_custom_imports_registers_in_mmdet_and_mmseg(tmp_path):
+    lines = build_in_fresh_process(tmp_path, CONFIG, BUILD)
     shapes = '[(1, 64, 16, 16), (1, 64, 8, 8), (1, 64, 4, 4), (1, 64, 2, 2)]'
     assert lines == [f'mmdet ufo_mm.models.ufo_vit UFOViT {shapes}',
                      f'mmseg ufo_mm.models.ufo_vit UFOViT {shapes}']
@@ -47,7 +55,40 @@ def test_registered_in_both_registries():
     from mmseg.registry import MODELS as SEG
     assert DET.get('UFOViT') is ufo_mm.UFOViT
     assert SEG.get('UFOViT') is ufo_mm.UFOViT
-    assert ufo_mm.REGISTERED_IN == ['mmdet', 'mmseg']
+    with_pretrain = importlib.util.find_spec('mmpretrain') is not None
+    assert ufo_mm.REGISTERED_IN == ['mmdet', 'mmseg'] + ['mmpretrain'] * with_pretrain
+
+
+CLS_CONFIG = textwrap.dedent("""
+    custom_imports = dict(imports=['ufo_mm'], allow_failed_imports=False)
+    model = dict(
+        type='ImageClassifier',
+        backbone=dict(type='UFOViTClsBackbone',
+                      arch=dict(embed_dims=32, num_heads=2, depth=2, patch_size=8)),
+        head=dict(type='LinearClsHead', num_classes=5, in_channels=32))
+""")
+
+CLS_BUILD = textwrap.dedent("""
+    import sys
+    assert 'ufo_mm' not in sys.modules
+    from mmengine.config import Config
+    cfg = Config.fromfile(sys.argv[1])   # custom_imports runs here
+    from mmengine.registry import init_default_scope
+    from mmpretrain.registry import MODELS
+    import torch
+    init_default_scope('mmpretrain')
+    model = MODELS.build(cfg.model).eval()
+    with torch.no_grad():
+        logits = model(torch.randn(2, 3, 32, 32), mode='tensor')
+    print(type(model.backbone).__name__, type(model.head).__name__, tuple(logits.shape))
+""")
+
+
+def test_custom_imports_registers_the_classifier_in_mmpretrain(tmp_path):
+    pytest.importorskip('mmpretrain', reason='mmpretrain is not installed (it needs '
+                        'torchvision: requirements/constraints.txt has both)')
+    lines = build_in_fresh_process(tmp_path, CLS_CONFIG, CLS_BUILD)
+    assert lines[-1] == 'UFOViTClsBackbone LinearClsHead (2, 5)'
 
 
 def _seg_model(**extra):
@@ -84,9 +125,9 @@ def test_pretrained_and_init_cfg_together_is_an_error(mmseg_scope):
 
 
 def test_import_is_light():
-    """`import ufo_mm` must not drag in the detector/segmentor model zoos."""
-    code = ('import sys, ufo_mm; '
-            'print(sorted(m for m in ("mmdet.models", "mmseg.models") if m in sys.modules))')
+    """`import ufo_mm` must not drag in the detector/segmentor/classifier model zoos."""
+    code = ('import sys, ufo_mm; print(sorted(m for m in ("mmdet.models", "mmseg.models", '
+            '"mmpretrain.models", "torchvision") if m in sys.modules))')
     out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,
                          timeout=300)
     assert out.returncode == 0, out.stderr

@@ -3,9 +3,12 @@
     python tools/convert_checkpoint.py SRC DST [--arch ARCH] [--prefix PREFIX]
 
 SRC may be an official facebookresearch/xcit file (``{'model': ..., 'args':
-Namespace}``, ``pos_embeder.*``), a timm state dict (``pos_embed.*``), an
-mmengine checkpoint (``{'state_dict': ...}``, optionally under ``backbone.``)
-or a UFO-ViT one. The keys are mapped by
+Namespace}``, ``pos_embeder.*``, fused class-attention ``qkv``), a timm state
+dict (``pos_embed.*``), an mmpretrain XCiT classifier (``backbone.xca_layers.*``,
+``backbone.ca_layers.*``, ``head.fc.*``), an mmengine checkpoint
+(``{'state_dict': ...}``, optionally under ``backbone.``: a UFO-ViT classifier
+trained with mmpretrain, a detector, a segmentor) or a UFO-ViT one. The keys are
+mapped by
 ``ufo_mm.models.checkpoint_convert`` (``convert_checkpoint``); classification-only
 parts (class token, class-attention blocks, final norm, head) and XCiT's
 softmax temperature (UFO attention has none) are dropped; the pyramid adapters
@@ -33,7 +36,8 @@ from ufo_mm.models.checkpoint_convert import (ConversionError,  # noqa: E402
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument('src', help='XCiT / UFO-ViT checkpoint (official, timm or mmengine)')
+    parser.add_argument('src', help='XCiT / UFO-ViT checkpoint (official, timm, mmpretrain or '
+                        'mmengine)')
     parser.add_argument('dst', help='output file for init_cfg=dict(type="Pretrained", ...)')
     parser.add_argument('--arch', help='UFOViT arch, e.g. small_12_p16 (default: read off '
                         'the checkpoint)')

@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Create .venv in the repository and install ufo-mm with the exact, tested
-# stack of a constraints file (requirements/constraints.txt: torch 2.13.0 CPU,
-# mmcv 2.1.0, mmdet 3.3.0, mmsegmentation 1.2.2, and every other package's
-# version). The package itself declares ranges only (setup.cfg).
+# stack of a constraints file (requirements/constraints.txt: torch 2.14.1 with
+# torchvision 0.29.1, mmcv 2.1.0, mmdet 3.3.0, mmsegmentation 1.2.2, mmpretrain
+# 1.2.0, timm 1.0.31, and every other package's version). The package itself
+# declares ranges only (setup.cfg).
 #
-#   UFO_MM_CONSTRAINTS=requirements/constraints-torch2.14.txt \
-#   UFO_MM_VENV=.venv-torch2.14 bash tools/setup_env.sh      # the other verified stack
+#   UFO_MM_CONSTRAINTS=requirements/constraints-torch2.13-cpu.txt \
+#   UFO_MM_VENV=.venv-torch2.13 bash tools/setup_env.sh   # the alternative, no torchvision
 #
 # Idempotent: a second run with a warm cache installs nothing new and rebuilds
 # nothing.  mmcv 2.1.0 has no binary wheel for these torch versions on PyPI, so
@@ -13,9 +14,10 @@
 # cached outside the work tree (UFO_MM_WHEEL_CACHE, default
 # ~/.cache/ufo_mm/wheels, one folder per torch version).
 #
-# torchvision only where the constraints file pins it (a matching pair):
-# PyPI's build does not load beside the torch 2.13.0 CPU wheel, and mmdet/mmseg
-# crash on import when it is present but broken.
+# torchvision, mmpretrain (whose models need torchvision) and timm only where
+# the constraints file pins them: torch 2.14.1 and torchvision 0.29.1 are a
+# matching pair; PyPI's torchvision does not load beside the torch 2.13.0 CPU
+# wheel, and mmdet/mmseg crash on import when it is present but broken.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -28,8 +30,12 @@ pinned() { sed -n "s/^$1==\([^ ;#]*\).*/\1/p" "$CONSTRAINTS"; }
 TORCH_VERSION="$(pinned torch)"
 TORCHVISION_VERSION="$(pinned torchvision)"
 MMCV_VERSION="$(pinned mmcv)"
+MMPRETRAIN_VERSION="$(pinned mmpretrain)"
+TIMM_VERSION="$(pinned timm)"
 CACHE="${UFO_MM_WHEEL_CACHE:-$HOME/.cache/ufo_mm/wheels}/torch-$TORCH_VERSION"
-export TORCH_VERSION TORCHVISION_VERSION MMCV_VERSION
+export TORCH_VERSION TORCHVISION_VERSION MMCV_VERSION MMPRETRAIN_VERSION TIMM_VERSION
+# the package's extras this stack takes (setup.cfg): pretraining with mmpretrain, and timm
+EXTRAS="dev${MMPRETRAIN_VERSION:+,pretrain}${TIMM_VERSION:+,pretrain-dev}"
 
 step() { echo "[setup_env] $*"; }
 fail() { echo "[setup_env] FAILED at step: $CURRENT_STEP" >&2; }
@@ -58,6 +64,9 @@ if os.environ["TORCHVISION_VERSION"]:
     assert torchvision.__version__.split("+")[0] == os.environ["TORCHVISION_VERSION"]
 else:
     assert importlib.util.find_spec("torchvision") is None, "torchvision must not be installed"
+for name in ("mmpretrain", "timm"):  # at the pinned version where the stack pins it
+    if os.environ[name.upper() + "_VERSION"]:
+        assert importlib.import_module(name).__version__ == os.environ[name.upper() + "_VERSION"]
 spec = importlib.util.find_spec("ufo_mm")
 assert spec is not None and pathlib.Path(spec.origin).resolve().is_relative_to(root)
 PYEOF
@@ -103,9 +112,9 @@ else
 fi
 "${PIP[@]}" install --no-deps "$WHEEL"
 
-CURRENT_STEP="install ufo_mm (editable) and its test extras at the versions of $(basename "$CONSTRAINTS")"
+CURRENT_STEP="install ufo_mm (editable) with its extras [$EXTRAS] at the versions of $(basename "$CONSTRAINTS")"
 step "$CURRENT_STEP"
-"${PIP[@]}" install -c "$CONSTRAINTS" -e "$ROOT[dev]"
+"${PIP[@]}" install -c "$CONSTRAINTS" -e "$ROOT[$EXTRAS]"
 
 CURRENT_STEP="verify the environment"
 step "$CURRENT_STEP"
@@ -114,8 +123,15 @@ import importlib.util, os
 import torch, mmcv, mmdet, mmseg, ufo_mm  # noqa: F401
 from mmcv.ops import RoIAlign, nms  # noqa: F401
 from ufo_mm import cpu_features
+extra = ""
 if not os.environ["TORCHVISION_VERSION"]:
     assert importlib.util.find_spec("torchvision") is None, "torchvision got installed; remove it"
-print(f"[setup_env] ok: torch {torch.__version__}, mmcv {mmcv.__version__}, "
+else:
+    import torchvision
+    extra += f", torchvision {torchvision.__version__}"
+if os.environ["MMPRETRAIN_VERSION"]:
+    import mmpretrain, mmpretrain.models  # noqa: F401,E401  its models import torchvision
+    extra += f", mmpretrain {mmpretrain.__version__}"
+print(f"[setup_env] ok: torch {torch.__version__}{extra}, mmcv {mmcv.__version__}, "
       f"mmdet {mmdet.__version__}, mmseg {mmseg.__version__}; {cpu_features.bf16_status()}")
 PYEOF

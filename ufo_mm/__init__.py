@@ -1,7 +1,8 @@
 """ufo-mm: UFO-ViT backbones for MMDetection and MMSegmentation.
 
 ``custom_imports = dict(imports=['ufo_mm'], allow_failed_imports=False)`` in a
-config registers ``UFOViT`` in both mmdet's and mmseg's MODELS registries.
+config registers ``UFOViT`` in both mmdet's and mmseg's MODELS registries, and
+``UFOViTClsBackbone`` in mmpretrain's where it is installed.
 """
 from . import engine  # noqa: F401  registers BF16AutocastOptimWrapper
 from .models import UFOViT  # noqa: F401

@@ -1,15 +1,21 @@
-"""Register ufo_mm's modules in mmdet's and mmseg's registries.
+"""Register ufo_mm's modules in mmdet's, mmseg's and mmpretrain's registries.
 
-Both, because a config's ``default_scope`` decides which registry builds the
-backbone ('mmdet' for detectors, 'mmseg' for segmentors). A library that is not
-installed is skipped; any other import error propagates, so a broken install is
-not hidden behind ``custom_imports``' generic ImportError.
+The dense backbone ``UFOViT`` goes into both mmdet's and mmseg's, because a
+config's ``default_scope`` decides which registry builds the backbone ('mmdet'
+for detectors, 'mmseg' for segmentors); the classifier's backbone
+``UFOViTClsBackbone`` into mmpretrain's, for its ``ImageClassifier``. A library
+that is not installed is skipped; any other import error propagates, so a
+broken install is not hidden behind ``custom_imports``' generic ImportError.
 """
 import importlib
 
-from .models import UFOViT
+from .models import UFOViT, UFOViTClsBackbone
 
-REGISTERED_MODELS = (UFOViT,)
+REGISTERED_MODELS = {
+    'mmdet': (UFOViT,),
+    'mmseg': (UFOViT,),
+    'mmpretrain': (UFOViTClsBackbone,),
+}
 
 
 def _library_models(library: str) -> tuple:
@@ -33,11 +39,11 @@ def _registry(library: str, name: str):
 def register_all() -> list:
     """Register into every installed library; returns the library names used."""
     used = []
-    for library in ('mmdet', 'mmseg'):
+    for library, classes in REGISTERED_MODELS.items():
         models = _registry(library, 'MODELS')
         if models is None:
             continue
-        for cls in REGISTERED_MODELS + _library_models(library):
+        for cls in classes + _library_models(library):
             # module_dict, not get(): get() imports the library's whole model zoo.
             if models.module_dict.get(cls.__name__) is not cls:
                 models.register_module(module=cls, force=True)

@@ -1,8 +1,14 @@
 """Pretrained loading: XCiT/UFO-ViT classification checkpoints map onto UFOViT;
 offline conversion of a file (``tools/convert_checkpoint.py``) on fabricated
 XCiT classification checkpoints (official facebookresearch/xcit and timm key
-names)."""
+names); XCiT classifiers that timm and mmpretrain build, and the official
+layout made from timm's, load whole into the XCA classifier (same logits) and
+into the dense backbone."""
 import argparse
+import re
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -14,6 +20,7 @@ from ufo_mm.models.checkpoint_convert import (ConversionError, conversion_summar
                                               unwrap_state_dict)
 from ufo_mm.safe_load import safe_torch_load
 
+REPO = Path(__file__).resolve().parents[2]
 ARCH = dict(embed_dims=64, num_heads=4, depth=4, out_indices=(0, 1, 2, 3))
 
 
@@ -234,3 +241,149 @@ def test_not_a_backbone_checkpoint(tmp_path):
     torch.save({'state_dict': {'conv1.weight': torch.zeros(64, 3, 7, 7)}}, src)
     with pytest.raises(ConversionError, match='no UFO-ViT/XCiT blocks'):
         convert_checkpoint(str(src))
+
+
+# ------------------------------------------ XCiT in official, timm and mmpretrain key names
+XCIT = dict(embed_dims=64, num_heads=4, depth=4, patch_size=8)
+LAYOUTS = ['official', 'timm', 'mmpretrain']
+
+
+def randomised(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
+    """Random weights and BatchNorm statistics, eval mode: every tensor matters."""
+    torch.manual_seed(seed)
+    for p in model.parameters():
+        p.data.normal_(0, 0.2)
+    for m in model.modules():
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+            m.running_mean.normal_(0, 0.1)
+            m.running_var.uniform_(0.5, 1.5)
+    return model.eval()
+
+
+def timm_xcit():
+    pytest.importorskip('timm', reason='timm is not installed (requirements/constraints.txt '
+                        'pins it; the torch 2.13 CPU stack cannot have it)')
+    from timm.models.xcit import Xcit
+    return randomised(Xcit(img_size=64, patch_size=8, embed_dim=64, depth=4, num_heads=4,
+                           eta=1.0, tokens_norm=True, num_classes=10))
+
+
+def mmpretrain_xcit():
+    pytest.importorskip('mmpretrain', reason='mmpretrain is not installed (needs torchvision)')
+    from mmengine.registry import DefaultScope
+    from mmpretrain.registry import MODELS
+    # the classifier builds its data preprocessor in the default scope: mmpretrain's here,
+    # whatever an earlier test left
+    with DefaultScope.overwrite_default_scope('mmpretrain'):
+        model = MODELS.build(dict(
+            type='ImageClassifier',
+            backbone=dict(type='XCiT', img_size=64, patch_size=8, embed_dims=64, depth=4,
+                          num_heads=4, layer_scale_init_value=1.0, tokens_norm=True,
+                          out_type='cls_token'),
+            head=dict(type='LinearClsHead', num_classes=10, in_channels=64)))
+    return randomised(model)
+
+
+def official_from_timm(sd: dict) -> dict:
+    """timm's state dict in facebookresearch/xcit's names: ``pos_embeder`` and one
+    fused qkv projection in each class-attention block (timm's checkpoint_filter_fn
+    undone)."""
+    out = {k.replace('pos_embed.', 'pos_embeder.'): v for k, v in sd.items()
+           if not re.search(r'cls_attn_blocks\.\d+\.attn\.[qkv]\.', k)}
+    for i in range(2):
+        for kind in ('weight', 'bias'):
+            out[f'cls_attn_blocks.{i}.attn.qkv.{kind}'] = torch.cat(
+                [sd[f'cls_attn_blocks.{i}.attn.{n}.{kind}'] for n in 'qkv'])
+    return out
+
+
+def xcit_checkpoint(tmp_path, layout):
+    """(reference model, its logits function, checkpoint file in ``layout``'s names)."""
+    path = tmp_path / f'xcit_{layout}.pth'
+    if layout == 'mmpretrain':
+        ref = mmpretrain_xcit()
+        assert any(k.startswith('backbone.xca_layers.') for k in ref.state_dict())
+        torch.save({'meta': {'epoch': 300}, 'state_dict': ref.state_dict()}, path)
+        return ref, lambda x: ref(x, mode='tensor'), path
+    ref = timm_xcit()
+    if layout == 'official':  # what facebookresearch/xcit's main.py saves
+        torch.save({'model': official_from_timm(ref.state_dict()), 'epoch': 399,
+                    'args': argparse.Namespace(model='xcit_custom', lr=5e-4)}, path)
+    else:  # timm: a bare state dict
+        torch.save(ref.state_dict(), path)
+    return ref, ref, path
+
+
+@pytest.mark.parametrize('layout', LAYOUTS)
+def test_xcit_checkpoint_loads_whole_into_the_xca_classifier(tmp_path, layout):
+    """Every tensor of an XCiT classifier lands in the UFO-ViT classifier with
+    XCiT's attention, and the logits are XCiT's."""
+    from ufo_mm.models import UFOViTClassifier
+    ref, logits, path = xcit_checkpoint(tmp_path, layout)
+    model = UFOViTClassifier(XCIT, num_classes=10, attn_type='xca',
+                             init_cfg=dict(type='Pretrained', checkpoint=str(path)))
+    report = load_pretrained(model, str(path))
+    assert report['missing'] == [] and report['unexpected'] == []
+    assert report['shape_mismatch'] == [] and report['dropped_classification'] == []
+    model.eval()
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), logits(x))
+
+
+@pytest.mark.parametrize('layout', LAYOUTS)
+def test_xcit_checkpoint_initialises_the_dense_backbone(tmp_path, layout):
+    """UFOViT (UFO attention) from each layout: the trunk tensors of the XCA
+    classifier loaded from the same file, classification parts dropped (in the
+    file's own names), XCiT's temperatures unexpected, only the pyramid
+    adapters and UFO's XNorm scales missing."""
+    from ufo_mm.models import UFOViTClassifier
+    _, _, path = xcit_checkpoint(tmp_path, layout)
+    clf = UFOViTClassifier(XCIT, num_classes=10, attn_type='xca')
+    load_pretrained(clf, str(path))
+    model = UFOViT(arch=XCIT, init_cfg=dict(type='Pretrained', checkpoint=str(path)))
+    model.init_weights()
+    report = load_pretrained(UFOViT(arch=XCIT), str(path))
+    assert all(re.match(r'fpn\d\.|blocks\.\d+\.attn\.gamma_(q|kv)$', k)
+               for k in report['missing']), report['missing']
+    assert report['unexpected'] == [f'blocks.{i}.attn.temperature' for i in range(4)]
+    qkv = ['qkv'] if layout == 'official' else ['q', 'k', 'v']
+    assert sorted(report['dropped_classification']) == sorted(
+        ['cls_token', 'norm.weight', 'norm.bias', 'head.weight', 'head.bias'] + [
+            f'cls_attn_blocks.{i}.{n}' for i in range(2) for n in (
+                'norm1.weight', 'norm1.bias', 'norm2.weight', 'norm2.bias', 'gamma1', 'gamma2',
+                'mlp.fc1.weight', 'mlp.fc1.bias', 'mlp.fc2.weight', 'mlp.fc2.bias',
+                'attn.proj.weight', 'attn.proj.bias',
+                *(f'attn.{p}.{w}' for p in qkv for w in ('weight', 'bias')))])
+    trunk = clf.state_dict()
+    loaded = model.state_dict()
+    assert len(report['loaded']) == len(loaded) - len(report['missing'])
+    for k in report['loaded']:
+        assert torch.equal(loaded[k], trunk[k]), k
+
+
+@pytest.mark.parametrize('layout', LAYOUTS)
+def test_convert_tool_handles_every_layout(tmp_path, layout):
+    """tools/convert_checkpoint.py's function: the arch read off the file, the
+    classification parts and temperatures dropped, the result an init_cfg file."""
+    _, _, src = xcit_checkpoint(tmp_path, layout)
+    result = convert_checkpoint(str(src))
+    assert result['meta']['arch'] == dict(XCIT)
+    assert result['report']['dropped_xcit_only'] == [
+        f'blocks.{i}.attn.temperature' for i in range(4)]
+    assert 'cls_token' in result['meta']['dropped'] and 'head.weight' in result['meta']['dropped']
+    dst = tmp_path / 'ufo.pth'
+    save_converted(result, str(dst))
+    report = load_pretrained(UFOViT(arch=XCIT), str(dst))
+    assert report['unexpected'] == [] and report['dropped_classification'] == []
+    assert len(report['loaded']) == len(result['state_dict'])
+
+
+def test_convert_tool_command_line_on_an_mmpretrain_checkpoint(tmp_path):
+    _, _, src = xcit_checkpoint(tmp_path, 'mmpretrain')
+    dst = tmp_path / 'out' / 'ufo.pth'
+    out = subprocess.run([sys.executable, str(REPO / 'tools/convert_checkpoint.py'), str(src),
+                          str(dst)], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert 'dropped 41 classification-only and 4 XCiT-only' in out.stdout
+    assert set(safe_torch_load(dst)) == {'state_dict', 'meta'}

@@ -8,14 +8,13 @@ logic: ufo_mm.visualization.seg_pictures, ufo_mm.evaluation.resolutions).
 The learning proof (mIoU >= 60 at 128 px, within 10 points at 2x) is slow.
 """
 import json
-import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import cv2
 import pytest
+
+from tests.tools.scripts import run
 
 REPO = Path(__file__).resolve().parents[2]
 DEMO = REPO / 'configs/ufo_vit/demo/upernet_ufo-vit-demo_synthetic.py'
@@ -30,14 +29,6 @@ def data_options(data_root, iters=ITERS):
     schedule = [] if iters is None else [f'train_cfg.max_iters={iters}']
     return [f'{loader}.dataset.data_root={data_root}'
             for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader')] + schedule
-
-
-def run(args, timeout=600):
-    env = dict(os.environ, OMP_NUM_THREADS='1', MKL_NUM_THREADS='1', PYTHONPATH=str(REPO))
-    proc = subprocess.run([sys.executable, *map(str, args)], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=timeout)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return proc.stdout + proc.stderr
 
 
 def miou_of(log: str) -> float:

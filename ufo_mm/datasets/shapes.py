@@ -195,10 +195,12 @@ def add_noise(rng, img, max_sigma=8.0):
 
 
 def write_image(path, img):
-    """Write an RGB ``(H, W, 3)`` image (``.jpg`` at quality 95) or an ``(H, W)`` label map."""
+    """Write an RGB ``(H, W, 3)`` image (``.jpg`` / ``.JPEG`` at quality 95) or an
+    ``(H, W)`` label map."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     data = np.ascontiguousarray(img[..., ::-1] if img.ndim == 3 else img)
-    params = [cv2.IMWRITE_JPEG_QUALITY, 95] if path.suffix == '.jpg' else []
+    jpeg = path.suffix.lower() in ('.jpg', '.jpeg')
+    params = [cv2.IMWRITE_JPEG_QUALITY, 95] if jpeg else []
     if not cv2.imwrite(str(path), data, params):
         raise OSError(f'could not write {path}')

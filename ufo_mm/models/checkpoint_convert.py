@@ -1,14 +1,21 @@
-"""Map UFO-ViT / XCiT checkpoints (official, timm, mmdet/mmseg-trained) onto
-:class:`~ufo_mm.models.ufo_vit.UFOViT` keys.
+"""Map UFO-ViT / XCiT checkpoints (official, timm, mmpretrain, mmdet/mmseg/
+mmpretrain-trained) onto the keys of a UFO-ViT model: the dense backbone
+:class:`~ufo_mm.models.ufo_vit.UFOViT` or the classifier
+:class:`~ufo_mm.models.ufo_vit_classifier.UFOViTClassifier`.
 
 What happens to a checkpoint:
 1. unwrap ``state_dict`` / ``model`` / ``module`` containers (XCiT saves
    ``{'model': ..., 'args': Namespace}``, mmengine ``{'state_dict': ...}``);
-2. strip ``module.`` (DDP), then ``backbone.`` (detector/segmentor) prefixes;
-   with ``prefix`` given, keep only keys under it;
-3. rename official XCiT's ``pos_embeder.`` to ``pos_embed.``;
-4. drop classification-only parts (class token, class-attention blocks, final
-   norm, head) and anything else the model does not have, and report it;
+2. strip ``module.`` (DDP), then ``backbone.`` (detector/segmentor/classifier)
+   prefixes; with ``prefix`` given, keep only keys under it;
+3. rename into XCiT's names as timm writes them (the model's): official XCiT's
+   ``pos_embeder.``; mmpretrain's ``xca_layers.`` / ``ca_layers.``, ``ffn``,
+   ``ConvModule`` (``.conv.`` / ``.bn.``) and ``head.fc.`` names
+   (:data:`RENAMES`); for a model with timm's split class-attention q, k, v,
+   the official fused ``qkv`` is split;
+4. load what the model has (a classifier takes the class token,
+   class-attention blocks, norm and head too); drop classification-only parts
+   that it does not have (the dense backbone) and anything else, and report it;
 5. refuse silently-random results: if no key matches, raise.
 
 :func:`convert_checkpoint` does the same offline, for a file: it reads the
@@ -27,7 +34,27 @@ from mmengine.logging import print_log
 
 # Parts of XCiT/UFO-ViT that exist only for ImageNet classification.
 CLASSIFICATION_ONLY = re.compile(r'^(cls_token|cls_attn_blocks\.|head\.|norm\.|fc_norm\.)')
-RENAMES = ((re.compile(r'^pos_embeder\.'), 'pos_embed.'),)
+# Other layouts' names -> XCiT's as timm writes them (applied in order, on
+# backbone-relative keys): official XCiT, then mmpretrain's XCiT backbone
+# (mmpretrain.models.backbones.XCiT) and ImageClassifier head.
+RENAMES = (
+    (re.compile(r'^pos_embeder\.'), 'pos_embed.'),
+    (re.compile(r'^xca_layers\.'), 'blocks.'),
+    (re.compile(r'^ca_layers\.'), 'cls_attn_blocks.'),
+    (re.compile(r'\.ffn\.layers\.0\.0\.'), '.mlp.fc1.'),
+    (re.compile(r'\.ffn\.layers\.1\.'), '.mlp.fc2.'),
+    (re.compile(r'\.local_mp\.conv1\.conv\.'), '.local_mp.conv1.'),
+    (re.compile(r'\.local_mp\.conv1\.bn\.'), '.local_mp.bn.'),
+    (re.compile(r'\.local_mp\.conv2\.conv\.'), '.local_mp.conv2.'),
+    (re.compile(r'^pos_embed\.token_projection\.conv\.'), 'pos_embed.token_projection.'),
+    # mmpretrain's patch embedding is ConvModules (conv + bn + GELU in one); the model's is
+    # Sequential(conv3x3_norm, GELU, conv3x3_norm, ...): ConvModule i is entry 2i
+    (re.compile(r'^patch_embed\.proj\.(\d+)\.(conv|bn)\.'),
+     lambda m: f"patch_embed.proj.{2 * int(m[1])}.{0 if m[2] == 'conv' else 1}."),
+    (re.compile(r'^head\.fc\.'), 'head.'),
+)
+# Official XCiT's class attention projects q, k, v in one; timm's (the model's) in three.
+FUSED_CLS_QKV = re.compile(r'^(cls_attn_blocks\.\d+\.attn\.)qkv\.(weight|bias)$')
 # XCiT's per-head softmax temperature: no counterpart in UFO attention.
 XCIT_ONLY = re.compile(r'^blocks\.\d+\.attn\.temperature$')
 # Parts of the dense backbone that a classification checkpoint cannot have.
@@ -53,7 +80,8 @@ def unwrap_state_dict(ckpt) -> Dict[str, torch.Tensor]:
 def rename_keys(state_dict: Dict[str, torch.Tensor],
                 prefix: Optional[str] = None) -> Dict[str, torch.Tensor]:
     """Steps 2-3 above: strip ``module.``, keep what is under ``prefix`` (or
-    strip ``backbone.``), apply the XCiT renames. Keys are backbone-relative."""
+    strip ``backbone.``), apply :data:`RENAMES`. Keys are backbone-relative,
+    in XCiT's names (the fused ``qkv`` of official class attention kept)."""
     sd = {}
     for k, v in state_dict.items():
         k = re.sub(r'^module\.', '', k)
@@ -69,6 +97,20 @@ def rename_keys(state_dict: Dict[str, torch.Tensor],
     return sd
 
 
+def split_fused_qkv(state_dict: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+    """Official XCiT's ``cls_attn_blocks.N.attn.qkv.*`` -> timm's ``...attn.{q,k,v}.*``
+    (the (3C, ...) tensor cut into three (C, ...) ones, in q, k, v order)."""
+    out = {}
+    for k, v in state_dict.items():
+        m = FUSED_CLS_QKV.match(k)
+        if m:
+            for name, part in zip('qkv', v.chunk(3, dim=0)):
+                out[f'{m[1]}{name}.{m[2]}'] = part
+        else:
+            out[k] = v
+    return out
+
+
 def convert_state_dict(state_dict: Dict[str, torch.Tensor], model: nn.Module,
                        prefix: Optional[str] = None) -> Tuple[Dict[str, torch.Tensor], dict]:
     """Convert keys for ``model`` and sort every input key into a report.
@@ -76,19 +118,22 @@ def convert_state_dict(state_dict: Dict[str, torch.Tensor], model: nn.Module,
     Returns:
         (converted state dict holding only keys the model has with matching
         shapes, report) where report has lists 'loaded', 'missing' (model keys
-        not in the checkpoint), 'dropped_classification', 'unexpected' (keys the
-        model does not have) and 'shape_mismatch' (``key: ckpt vs model``).
+        not in the checkpoint), 'dropped_classification' (classification-only
+        keys the model does not have), 'unexpected' (other keys the model does
+        not have) and 'shape_mismatch' (``key: ckpt vs model``).
     """
     sd = rename_keys(state_dict, prefix)
     target = model.state_dict()
+    if any(FUSED_CLS_QKV.match(k) for k in sd) and any(
+            k.endswith('.attn.q.weight') and k.startswith('cls_attn_blocks.') for k in target):
+        sd = split_fused_qkv(sd)
     report = dict(loaded=[], missing=[], dropped_classification=[], unexpected=[],
                   shape_mismatch=[])
     out = {}
     for k, v in sd.items():
-        if CLASSIFICATION_ONLY.match(k):
-            report['dropped_classification'].append(k)
-        elif k not in target:
-            report['unexpected'].append(k)
+        if k not in target:
+            report['dropped_classification' if CLASSIFICATION_ONLY.match(k)
+                   else 'unexpected'].append(k)
         elif target[k].shape != v.shape:
             report['shape_mismatch'].append(
                 f'{k}: {tuple(v.shape)} vs {tuple(target[k].shape)}')

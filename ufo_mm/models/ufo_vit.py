@@ -1,4 +1,5 @@
-"""UFO-ViT backbone for dense prediction (docs/model.md sections 2-5).
+"""UFO-ViT backbone for dense prediction (docs/model.md sections 2-5), and the
+trunk it shares with the classifier (``ufo_mm.models.ufo_vit_classifier``).
 
 XCiT's layout with UFO attention in place of cross-covariance attention:
 a convolutional patch embedding, a Fourier positional encoding computed from
@@ -7,7 +8,8 @@ attention + local patch interaction (LPI) + MLP with layer scale, and four
 adapters that turn the token maps of four blocks into a feature pyramid at
 strides 4, 8, 16 and 32.
 
-This module knows nothing of mmdet or mmseg; ``ufo_mm.registry`` registers it.
+This module knows nothing of mmdet, mmseg or mmpretrain; ``ufo_mm.registry``
+registers it.
 
 Every module's ``forward`` here is the model's math in a few lines: it is
 what training, autograd and export run, and the reference. CPU inference
@@ -271,8 +273,35 @@ class UFOBlock(nn.Module):
         return x + self.drop_path(gamma * branch)
 
 
-class UFOViT(BaseModule):
-    """UFO-ViT backbone: a tuple of four NCHW maps at strides 4, 8, 16, 32.
+def check_out_indices(out_indices: Sequence[int], depth: int) -> Tuple[int, ...]:
+    """The four pyramid blocks as indices in [0, depth), increasing.
+
+    Raises:
+        ValueError: not four, or not distinct and increasing.
+        IndexError: an entry outside [-depth, depth).
+    """
+    out_indices = list(out_indices)
+    if len(out_indices) != 4:
+        raise ValueError(f'out_indices must name 4 blocks (one per stride 4, 8, 16, 32), '
+                         f'got {out_indices}')
+    for i in out_indices:
+        if not -depth <= i < depth:
+            raise IndexError(f'out_indices entry {i} is out of range for depth {depth} '
+                             f'(valid: {-depth}..{depth - 1})')
+    resolved = tuple(i % depth for i in out_indices)
+    if list(resolved) != sorted(set(resolved)):
+        raise ValueError(f'out_indices must be distinct and increasing, got {out_indices}')
+    return resolved
+
+
+class UFOViTTrunk(BaseModule):
+    """What the dense backbone and the classifier share: patch embedding,
+    position encoding and the UFO blocks (XCiT's trunk with UFO attention).
+
+    Subclasses add what their task needs on top (:class:`UFOViT`: the
+    pyramid adapters; ``ufo_mm.models.ufo_vit_classifier``: class token,
+    class attention, norm and head); the trunk's parameter names are the
+    same in both, so their checkpoints initialise each other.
 
     Args:
         arch: a model size with optional patch size ('tiny_12_p16',
@@ -282,17 +311,17 @@ class UFOViT(BaseModule):
             layer_scale_init_value, out_indices).
         patch_size: 8 or 16; overrides the one in ``arch`` when given.
         in_channels: image channels.
-        out_indices: the four blocks whose outputs form the pyramid (strides
-            4, 8, 16, 32 in that order); negative indices count from the end.
-            Default: [3, 5, 7, 11] for depth 12, [7, 11, 15, 23] for depth 24.
-            Blocks after the last one are not built.
+        num_blocks: how many of the arch's blocks to build (default all of
+            them; the dense backbone builds none past its last output).
         attn_type: 'ufo' (default), 'softmax' or 'xca'; the rest of the model
             is identical, for ablations and benchmarks.
         attn_cfg: extra arguments of the attention (for 'ufo':
             ``kv_norm_dim``, ``eps``, ``seed_compat``).
         mlp_ratio, qkv_bias, drop_rate, attn_drop_rate: as in ViT.
-        drop_path_rate: stochastic depth of the last block; it grows linearly
-            from 0 over the blocks.
+        drop_path_rate: stochastic depth; with ``drop_path_schedule='linear'``
+            that of the last block, growing linearly from 0 over the blocks;
+            with 'constant' that of every block (XCiT's ImageNet training).
+        drop_path_schedule: 'linear' (default) or 'constant'.
         layer_scale_init_value: overrides the arch's (1.0 for depth 12, 1e-5
             for 24).
         norm_cfg: norm of the patch embedding, LPI and pyramid adapters
@@ -309,28 +338,27 @@ class UFOViT(BaseModule):
         pretrained: deprecated alias of
             ``init_cfg=dict(type='Pretrained', checkpoint=pretrained)``.
         init_cfg: ``dict(type='Pretrained', checkpoint=PATH)`` loads a UFO-ViT
-            or XCiT checkpoint (classification or dense), converting keys and
-            dropping classification-only parts; see
+            or XCiT checkpoint (classification or dense, official, timm,
+            mmpretrain or mmengine key names), converting keys and dropping
+            what the model does not have; see
             ``ufo_mm.models.checkpoint_convert``.
-
-    Inputs whose sides are not multiples of the patch size are handled by the
-    rounding-up stride-2 convolutions; output ``i`` at stride ``s`` has size
-    ``(ceil(H / s), ceil(W / s))``, as ResNet's. Sides must be >= patch size.
     """
 
     def __init__(self, arch: Union[str, dict] = 'small_12_p16', patch_size: Optional[int] = None,
-                 in_channels: int = 3, out_indices: Optional[Sequence[int]] = None,
+                 in_channels: int = 3, num_blocks: Optional[int] = None,
                  attn_type: str = 'ufo', attn_cfg: Optional[dict] = None,
                  mlp_ratio: float = 4., qkv_bias: bool = True, drop_rate: float = 0.,
                  attn_drop_rate: float = 0., drop_path_rate: float = 0.,
+                 drop_path_schedule: str = 'linear',
                  layer_scale_init_value: Optional[float] = None,
                  norm_cfg: dict = dict(type='BN', requires_grad=True),
                  frozen_stages: int = -1, norm_eval: bool = False, with_cp: bool = False,
                  check_finite: bool = True, pretrained: Optional[str] = None,
                  init_cfg: Optional[dict] = None):
+        name = type(self).__name__
         if pretrained is not None:
             if init_cfg is not None:
-                raise ValueError('UFOViT: set either init_cfg or pretrained, not both '
+                raise ValueError(f'{name}: set either init_cfg or pretrained, not both '
                                  '(pretrained is the deprecated form of '
                                  "init_cfg=dict(type='Pretrained', checkpoint=...))")
             if not isinstance(pretrained, str):
@@ -342,15 +370,15 @@ class UFOViT(BaseModule):
         setting = resolve_arch(arch)
         self.arch_setting = setting
         self.embed_dims = setting['embed_dims']
+        self.num_heads = setting['num_heads']
         self.depth = setting['depth']
         self.patch_size = patch_size or setting['patch_size']
         self.in_channels = in_channels
         self.attn_type = attn_type
         self.check_finite = check_finite
-        self.out_indices = self._check_out_indices(
-            setting['out_indices'] if out_indices is None else out_indices)
         if layer_scale_init_value is None:
             layer_scale_init_value = setting['layer_scale_init_value']
+        self.layer_scale_init_value = layer_scale_init_value
         self.frozen_stages = frozen_stages
         if not -1 <= frozen_stages <= self.depth:
             raise ValueError(f'frozen_stages must be in [-1, {self.depth}], got {frozen_stages}')
@@ -361,46 +389,17 @@ class UFOViT(BaseModule):
         self.patch_embed = ConvPatchEmbed(in_channels, C, self.patch_size, norm_cfg)
         self.pos_embed = FourierPositionEncoding(C)
         self.pos_drop = nn.Dropout(drop_rate)
-        num_built = max(self.out_indices) + 1
-        dpr = torch.linspace(0, drop_path_rate, self.depth).tolist()
-        self.blocks = nn.ModuleList([
-            UFOBlock(C, setting['num_heads'], mlp_ratio, qkv_bias, drop_rate, attn_drop_rate,
-                     dpr[i], layer_scale_init_value, norm_cfg, attn_type, attn_cfg)
-            for i in range(num_built)])
-        self._build_adapters(norm_cfg)
-        self._freeze_stages()
-
-    def _check_out_indices(self, out_indices: Sequence[int]) -> Tuple[int, ...]:
-        out_indices = list(out_indices)
-        if len(out_indices) != 4:
-            raise ValueError(f'out_indices must name 4 blocks (one per stride 4, 8, 16, 32), '
-                             f'got {out_indices}')
-        for i in out_indices:
-            if not -self.depth <= i < self.depth:
-                raise IndexError(f'out_indices entry {i} is out of range for depth {self.depth} '
-                                 f'(valid: {-self.depth}..{self.depth - 1})')
-        resolved = tuple(i % self.depth for i in out_indices)
-        if list(resolved) != sorted(set(resolved)):
-            raise ValueError(f'out_indices must be distinct and increasing, got {out_indices}')
-        return resolved
-
-    def _build_adapters(self, norm_cfg: dict):
-        """fpn1..fpn4 bring the stride-p token maps to strides 4, 8, 16, 32."""
-        C = self.embed_dims
-
-        def up2():
-            return nn.ConvTranspose2d(C, C, kernel_size=2, stride=2)
-
-        if self.patch_size == 16:
-            self.fpn1 = nn.Sequential(up2(), build_norm_layer(norm_cfg, C)[1], nn.GELU(), up2())
-            self.fpn2 = nn.Sequential(up2())
-            self.fpn3 = nn.Identity()
-            self.fpn4 = nn.MaxPool2d(kernel_size=2, stride=2, ceil_mode=True)
+        if drop_path_schedule == 'linear':
+            dpr = torch.linspace(0, drop_path_rate, self.depth).tolist()
+        elif drop_path_schedule == 'constant':
+            dpr = [drop_path_rate] * self.depth
         else:
-            self.fpn1 = nn.Sequential(up2())
-            self.fpn2 = nn.Identity()
-            self.fpn3 = nn.MaxPool2d(kernel_size=2, stride=2, ceil_mode=True)
-            self.fpn4 = nn.MaxPool2d(kernel_size=4, stride=4, ceil_mode=True)
+            raise ValueError(f"drop_path_schedule must be 'linear' or 'constant', "
+                             f'got {drop_path_schedule!r}')
+        self.blocks = nn.ModuleList([
+            UFOBlock(C, self.num_heads, mlp_ratio, qkv_bias, drop_rate, attn_drop_rate,
+                     dpr[i], layer_scale_init_value, norm_cfg, attn_type, attn_cfg)
+            for i in range(self.depth if num_blocks is None else num_blocks)])
 
     def _frozen_modules(self):
         if self.frozen_stages >= 0:
@@ -443,10 +442,11 @@ class UFOViT(BaseModule):
                 nn.init.zeros_(m.bias)
 
     def _check_input(self, x: torch.Tensor):
+        name = type(self).__name__
         if x.ndim != 4:
-            raise ValueError(f'UFOViT expects (B, C, H, W) images, got shape {tuple(x.shape)}')
+            raise ValueError(f'{name} expects (B, C, H, W) images, got shape {tuple(x.shape)}')
         if x.shape[1] != self.in_channels:
-            raise ValueError(f'UFOViT was built for {self.in_channels} input channels, '
+            raise ValueError(f'{name} was built for {self.in_channels} input channels, '
                              f'got {x.shape[1]} (input shape {tuple(x.shape)})')
         if torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():
             return
@@ -455,7 +455,7 @@ class UFOViT(BaseModule):
             raise ValueError(f'input {H}x{W} is smaller than one {self.patch_size}x'
                              f'{self.patch_size} patch')
         if self.check_finite and not torch.isfinite(x).all():
-            raise ValueError('UFOViT input contains NaN or Inf values')
+            raise ValueError(f'{name} input contains NaN or Inf values')
 
     def embed(self, x: torch.Tensor):
         """Images (B, in_channels, H, W) -> tokens (B, N, C) with the position
@@ -465,15 +465,68 @@ class UFOViT(BaseModule):
         x = x + self.pos_embed(x).to(x.dtype)
         return self.pos_drop(x.flatten(2).transpose(1, 2)), (B, C, Hp, Wp)
 
+    def run_block(self, blk: nn.Module, x: torch.Tensor, Hp: int, Wp: int) -> torch.Tensor:
+        """One block on tokens (B, N, C), with activation checkpointing when
+        ``with_cp`` asks for it (training, autograd)."""
+        if self.with_cp and self.training and x.requires_grad:
+            return cp.checkpoint(blk, x, Hp, Wp, use_reentrant=False)
+        return blk(x, Hp, Wp)
+
+
+class UFOViT(UFOViTTrunk):
+    """UFO-ViT backbone: a tuple of four NCHW maps at strides 4, 8, 16, 32.
+
+    Args:
+        arch, patch_size, in_channels, attn_type, attn_cfg, mlp_ratio,
+        qkv_bias, drop_rate, attn_drop_rate, drop_path_rate,
+        layer_scale_init_value, norm_cfg, frozen_stages, norm_eval, with_cp,
+        check_finite, pretrained, init_cfg: those of :class:`UFOViTTrunk`.
+        out_indices: the four blocks whose outputs form the pyramid (strides
+            4, 8, 16, 32 in that order); negative indices count from the end.
+            Default: [3, 5, 7, 11] for depth 12, [7, 11, 15, 23] for depth 24.
+            Blocks after the last one are not built.
+
+    Inputs whose sides are not multiples of the patch size are handled by the
+    rounding-up stride-2 convolutions; output ``i`` at stride ``s`` has size
+    ``(ceil(H / s), ceil(W / s))``, as ResNet's. Sides must be >= patch size.
+    """
+
+    def __init__(self, arch: Union[str, dict] = 'small_12_p16', patch_size: Optional[int] = None,
+                 in_channels: int = 3, out_indices: Optional[Sequence[int]] = None,
+                 norm_cfg: dict = dict(type='BN', requires_grad=True), **kwargs):
+        setting = resolve_arch(arch)
+        out_indices = check_out_indices(
+            setting['out_indices'] if out_indices is None else out_indices, setting['depth'])
+        super().__init__(arch, patch_size, in_channels, num_blocks=max(out_indices) + 1,
+                         norm_cfg=norm_cfg, **kwargs)
+        self.out_indices = out_indices
+        self._build_adapters(norm_cfg)
+        self._freeze_stages()
+
+    def _build_adapters(self, norm_cfg: dict):
+        """fpn1..fpn4 bring the stride-p token maps to strides 4, 8, 16, 32."""
+        C = self.embed_dims
+
+        def up2():
+            return nn.ConvTranspose2d(C, C, kernel_size=2, stride=2)
+
+        if self.patch_size == 16:
+            self.fpn1 = nn.Sequential(up2(), build_norm_layer(norm_cfg, C)[1], nn.GELU(), up2())
+            self.fpn2 = nn.Sequential(up2())
+            self.fpn3 = nn.Identity()
+            self.fpn4 = nn.MaxPool2d(kernel_size=2, stride=2, ceil_mode=True)
+        else:
+            self.fpn1 = nn.Sequential(up2())
+            self.fpn2 = nn.Identity()
+            self.fpn3 = nn.MaxPool2d(kernel_size=2, stride=2, ceil_mode=True)
+            self.fpn4 = nn.MaxPool2d(kernel_size=4, stride=4, ceil_mode=True)
+
     def forward_blocks(self, x: torch.Tensor, B: int, C: int, Hp: int, Wp: int) -> list:
         """Tokens (B, N, C) through the blocks -> the outputs of the
         ``out_indices`` blocks as (B, C, Hp, Wp) channels_last views."""
         feats = []
         for i, blk in enumerate(self.blocks):
-            if self.with_cp and self.training and x.requires_grad:
-                x = cp.checkpoint(blk, x, Hp, Wp, use_reentrant=False)
-            else:
-                x = blk(x, Hp, Wp)
+            x = self.run_block(blk, x, Hp, Wp)
             if i in self.out_indices:
                 # (B, C, Hp, Wp) channels_last view of the tokens, no copy
                 feats.append(x.reshape(B, Hp, Wp, C).permute(0, 3, 1, 2))

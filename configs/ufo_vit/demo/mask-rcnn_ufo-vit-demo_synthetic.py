@@ -16,13 +16,14 @@ _base_ = [
     'mmdet::_base_/datasets/coco_instance.py',
     'mmdet::_base_/default_runtime.py',
     '../_base_/schedules/ufo-vit_no-decay.py',
+    '../_base_/models/ufo-vit-demo.py',
 ]
 custom_imports = dict(imports=['ufo_mm'], allow_failed_imports=False)
 
 data_root = 'data/synthetic_coco/'
 classes = ('circle', 'triangle', 'square', 'star', 'cross')
 img_size = 128
-embed_dims = 128
+embed_dims = _base_.ufo_vit_demo_arch['embed_dims']
 # 64-channel neck and heads: on CPU, RoIAlign (single-threaded in mmcv, its
 # backward above all) and the head convolutions cost more than the backbone;
 # 128 channels and 128 sampled RoIs ran 2.8x slower per iteration.
@@ -33,9 +34,8 @@ model = dict(
     backbone=dict(
         _delete_=True,
         type='UFOViT',
-        # small custom arch: 6 blocks of width 128, patch 8 (16x16 tokens at 128 px)
-        arch=dict(embed_dims=embed_dims, num_heads=4, depth=6, patch_size=8,
-                  layer_scale_init_value=1.0),
+        # the demos' small arch: 6 blocks of width 128, patch 8 (16x16 tokens at 128 px)
+        arch=_base_.ufo_vit_demo_arch,
         drop_path_rate=0.0,
         norm_cfg=dict(type='BN', requires_grad=True),  # one device: plain BN
         init_cfg=None),  # from scratch

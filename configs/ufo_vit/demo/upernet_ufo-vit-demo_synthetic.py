@@ -10,13 +10,13 @@
 #   python tools/train.py CONFIG --cfg-options train_cfg.max_iters=300
 _base_ = [
     'mmseg::_base_/models/upernet_r50.py', 'mmseg::_base_/default_runtime.py',
-    '../_base_/schedules/ufo-vit_no-decay.py',
+    '../_base_/schedules/ufo-vit_no-decay.py', '../_base_/models/ufo-vit-demo.py',
 ]
 custom_imports = dict(imports=['ufo_mm'], allow_failed_imports=False)
 
 crop_size = (128, 128)
 data_root = 'data/synthetic_ade20k/ADEChallengeData2016'
-embed_dims = 128
+embed_dims = _base_.ufo_vit_demo_arch['embed_dims']
 num_classes = 9
 norm_cfg = dict(type='BN', requires_grad=True)
 
@@ -30,8 +30,8 @@ model = dict(
     backbone=dict(
         _delete_=True,
         type='UFOViT',
-        arch=dict(embed_dims=embed_dims, num_heads=4, depth=6, patch_size=8,
-                  out_indices=(1, 3, 4, 5)),
+        # the demos' small arch (6 blocks of width 128, patch 8), its pyramid from blocks 1, 3-5
+        arch=dict(_base_.ufo_vit_demo_arch, out_indices=(1, 3, 4, 5)),
         drop_path_rate=0.0,
         norm_cfg=norm_cfg,
         init_cfg=None),

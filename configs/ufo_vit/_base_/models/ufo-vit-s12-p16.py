@@ -15,6 +15,7 @@ ufo_vit_s12_p16 = dict(
     # fine-tune from an ImageNet UFO-ViT or XCiT checkpoint of the same size (keys are
     # converted, classification parts dropped, matched/missing counts logged):
     #   init_cfg=dict(type='Pretrained', checkpoint='checkpoints/xcit_small_12_p16_224.pth')
-    # or --cfg-options model.backbone.init_cfg.type=Pretrained \
-    #                  model.backbone.init_cfg.checkpoint=PATH
+    # or (_delete_: init_cfg is None here, which mmengine does not merge a dict into)
+    #   --cfg-options model.backbone.init_cfg._delete_=True \
+    #       model.backbone.init_cfg.type=Pretrained model.backbone.init_cfg.checkpoint=PATH
     init_cfg=None)
