@@ -18,12 +18,18 @@ REGISTERED_MODELS = {
 }
 
 
+def StreamingEncoderDecoder(**kwargs):
+    """Builds :class:`ufo_mm.streaming.segmentor.StreamingEncoderDecoder`
+    (mmseg's EncoderDecoder with test mode 'stream'). Registered as this
+    function so that ``import ufo_mm`` does not import mmseg's model zoo;
+    the class is imported when a config first builds it."""
+    from .streaming.segmentor import StreamingEncoderDecoder as cls
+    return cls(**kwargs)
+
+
 def _library_models(library: str) -> tuple:
-    """Modules registered in one library only (they subclass its classes)."""
-    if library == 'mmseg':
-        from .streaming.segmentor import StreamingEncoderDecoder
-        return (StreamingEncoderDecoder,)
-    return ()
+    """Builders registered in one library only (of classes that subclass its own)."""
+    return (StreamingEncoderDecoder,) if library == 'mmseg' else ()
 
 
 def _registry(library: str, name: str):
