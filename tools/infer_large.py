@@ -51,6 +51,10 @@ def parse_args(argv=None):
     parser.add_argument('--band-rows', type=int, default=None,
                         help='image rows per streamed band, None: the streaming default; '
                         'fewer rows, less memory, the same labels')
+    parser.add_argument('--token-dtype', choices=('fp32', 'bf16', 'fp16'), default='fp32',
+                        help='storage of the backbone\'s token tensors: bf16/fp16 halve the '
+                        'largest part of the memory; the labels are then close to, not equal '
+                        'to, whole-image inference\'s')
     parser.add_argument('--overlay-side', type=int, default=2048,
                         help='long side of the overlay picture, pixels')
     parser.add_argument('--opacity', type=float, default=0.5,
@@ -78,6 +82,7 @@ def main(argv=None) -> dict:
     import torch
 
     from ufo_mm.streaming import segment_large
+    from ufo_mm.streaming.predict import token_dtype
     from ufo_mm.visualization.seg_pictures import load_segmentor
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -97,7 +102,8 @@ def main(argv=None) -> dict:
     t = time.perf_counter()
     with torch.no_grad():
         labels = segment_large(model, image, band_rows=args.band_rows,
-                               progress=ProgressBarCallback(sys.stderr))
+                               progress=ProgressBarCallback(sys.stderr),
+                               token_dtype=token_dtype(args.token_dtype))
     seconds = time.perf_counter() - t
     if labels.shape != (height, width):
         raise RuntimeError(f'segment_large returned {labels.shape} labels for a '
@@ -119,7 +125,7 @@ def main(argv=None) -> dict:
                seconds=round(seconds, 3), peak_rss_gb=round(peak_rss_bytes() / 2**30, 3),
                image_read_seconds=round(read_seconds, 3), write_seconds=round(write_seconds, 3),
                num_classes=num_classes, labels_dtype=str(labels.dtype),
-               band_rows=args.band_rows, device=args.device, threads=torch.get_num_threads(),
+               band_rows=args.band_rows, token_dtype=args.token_dtype, device=args.device, threads=torch.get_num_threads(),
                labels=str(labels_path), overlay=str(overlay_path))
     print(json.dumps(row), flush=True)
     return row

@@ -185,3 +185,22 @@ def test_refusals(image):
     cfg.model.backbone.attn_type = 'softmax'
     with pytest.raises(ValueError, match='UFO attention'):
         predict(build(cfg), tensor_source(image), 3, None)
+
+
+@pytest.mark.parametrize('name', ['bf16', 'fp16'])
+def test_compact_token_storage_is_close(image, name):
+    """Tokens stored in 16 bits (the largest images' memory halved): the
+    labels still agree on nearly every pixel, the logits within 16-bit
+    rounding of whole-image's."""
+    from ufo_mm.streaming.predict import token_dtype
+    model = build(small_cfg(UPERNET))
+    meta = dict(ori_shape=HW, img_shape=HW, pad_shape=HW)
+    with torch.no_grad():
+        ref = model.inference(image, [meta])
+        labels, logits = predict(model, tensor_source(image), 3, meta, with_logits=True,
+                                 token_dtype=token_dtype(name), **BANDS)
+    err = (logits - ref).abs().max() / ref.abs().max()
+    assert 1e-6 < err < 0.05  # rounded, but only by the storage
+    assert (labels == ref.argmax(1)).float().mean() >= 0.97
+    with pytest.raises(ValueError, match='token dtype'):
+        token_dtype('int8')

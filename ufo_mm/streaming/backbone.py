@@ -48,12 +48,19 @@ class StreamedUFOViT:
         backbone: the model (eval mode, UFO attention); its own modules and
             weights are used.
         tokens_per_band: tokens per band in the blocks.
+        token_dtype: dtype the whole token tensors are stored in (default:
+            the computation's, float32). ``torch.bfloat16`` or
+            ``torch.float16`` halve the memory of the largest images; every
+            band is still computed in float32, but the values are rounded
+            where they are stored, so the result is close to, not equal to,
+            the unstreamed model's.
         tick: called with no argument after each unit of work (a band of a
             pass), for progress reports; :meth:`work` says how many there are.
     """
 
     def __init__(self, backbone: UFOViT, tokens_per_band: int = TOKENS_PER_BAND,
-                 tick: Optional[Callable[[], None]] = None):
+                 tick: Optional[Callable[[], None]] = None,
+                 token_dtype: Optional[torch.dtype] = None):
         if backbone.attn_type != 'ufo':
             raise ValueError(f'streamed inference needs UFO attention (a sum over tokens), '
                              f'got attn_type={backbone.attn_type!r}')
@@ -62,6 +69,9 @@ class StreamedUFOViT:
         self.m = backbone
         self.tokens_per_band = tokens_per_band
         self.tick = tick or (lambda: None)
+        if token_dtype not in (None, torch.float32, torch.bfloat16, torch.float16):
+            raise ValueError(f'token_dtype must be float32, bfloat16 or float16, got {token_dtype}')
+        self.token_dtype = token_dtype
 
     def grid(self, image_size):
         p = self.m.patch_size
@@ -114,7 +124,8 @@ class StreamedUFOViT:
         def sink(a, b, rows):
             nonlocal tokens
             if tokens is None:
-                tokens = rows.new_empty((rows.shape[0], Hp * Wp, rows.shape[1]))
+                tokens = rows.new_empty((rows.shape[0], Hp * Wp, rows.shape[1]),
+                                        dtype=self.token_dtype or rows.dtype)
             tokens[:, a * Wp:b * Wp] = _tokens(rows)
             self.tick()
         bands.evaluate(emb, self.band_rows(image.size), sink)
@@ -136,7 +147,7 @@ class StreamedUFOViT:
         # pass 1: k^T v over all tokens
         kv = None
         for a in range(0, Hp, R):
-            t = x[:, a * Wp:min(a + R, Hp) * Wp]
+            t = x[:, a * Wp:min(a + R, Hp) * Wp].float()
             B, n, _ = t.shape
             k, v = F.linear(blk.norm1(t), w_kv, b_kv).reshape(B, n, 2, h, C // h) \
                 .permute(2, 0, 3, 1, 4).unbind(0)
@@ -147,7 +158,7 @@ class StreamedUFOViT:
 
         # pass 2, per band: attention residual, LPI (halo 2 rows), MLP
         def attention(rows):
-            t = _tokens(rows)
+            t = _tokens(rows).float()
             B, n, _ = t.shape
             q = F.linear(blk.norm1(t), w_q, b_q).reshape(B, n, h, C // h).transpose(1, 2)
             out = attn.merge_heads(attn.attend_normalised(q, kv))
@@ -183,7 +194,10 @@ class StreamedUFOViT:
         nodes = []
         adapters = (m.fpn1, m.fpn2, m.fpn3, m.fpn4)
         for adapter, f, size in zip(adapters, feats, m.pyramid_sizes(image_size)):
-            node = bands.module_node(adapter, bands.Tensor(_grid(f, Hp, Wp)))
+            node = bands.Tensor(_grid(f, Hp, Wp))
+            if f.dtype != torch.float32:
+                node = bands.Map(lambda rows: rows.float(), node)
+            node = bands.module_node(adapter, node)
             if node.size != tuple(size):
                 node = bands.Crop(node, size)
             nodes.append(node)

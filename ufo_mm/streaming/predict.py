@@ -23,6 +23,17 @@ from .backbone import TOKENS_PER_BAND, StreamedUFOViT
 
 #: bytes of one band of full-resolution logits (the band height follows from it)
 LOGITS_BAND_BYTES = 64 << 20
+#: names of the token storage dtypes (``--token-dtype``, ``test_cfg.token_dtype``)
+TOKEN_DTYPES = {'fp32': torch.float32, 'bf16': torch.bfloat16, 'fp16': torch.float16}
+
+
+def token_dtype(name: Optional[str]) -> Optional[torch.dtype]:
+    """'fp32' / 'bf16' / 'fp16' (or None) -> the torch dtype."""
+    if name is None or isinstance(name, torch.dtype):
+        return name
+    if name not in TOKEN_DTYPES:
+        raise ValueError(f'token dtype must be one of {", ".join(TOKEN_DTYPES)}, got {name!r}')
+    return TOKEN_DTYPES[name]
 
 
 def output_geometry(meta: dict, input_size: Sequence[int]):
@@ -58,7 +69,8 @@ class _Progress:
 def predict(segmentor, image: bands.Node, channels: int, meta: Optional[dict] = None,
             band_rows: Optional[int] = None, tokens_per_band: int = TOKENS_PER_BAND,
             labels_dtype: torch.dtype = torch.int64, with_logits: bool = False,
-            progress: Optional[Callable[[int, int], None]] = None
+            progress: Optional[Callable[[int, int], None]] = None,
+            token_dtype: Optional[torch.dtype] = None
             ) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
     """Labels (B, H, W) of ``image``, a band node of normalised (B, channels,
     H, W) inputs, and the full-size logits (B, classes, H, W) if
@@ -69,6 +81,9 @@ def predict(segmentor, image: bands.Node, channels: int, meta: Optional[dict] = 
     pad_shape, padding_size, ori_shape); None for an unpadded image.
     ``band_rows``: output rows per band (default: 64 MB of logits).
     ``progress(done, total)``: called as the work advances.
+    ``token_dtype``: storage of the backbone's token tensors (see
+    :class:`.backbone.StreamedUFOViT`; bf16 halves the largest part of the
+    memory, and the result is then close to, not equal to, whole-image's).
     """
     if not isinstance(segmentor.backbone, UFOViT):
         raise TypeError(f'streamed inference needs a UFOViT backbone, got '
@@ -76,7 +91,7 @@ def predict(segmentor, image: bands.Node, channels: int, meta: Optional[dict] = 
     size, (left, right, top, bottom), ori = output_geometry(meta or {}, image.size)
     head = segmentor.decode_head
     ac = head.align_corners
-    streamed = StreamedUFOViT(segmentor.backbone, tokens_per_band)
+    streamed = StreamedUFOViT(segmentor.backbone, tokens_per_band, token_dtype=token_dtype)
     B, K = 1, head.out_channels
     if band_rows is None:
         band_rows = max(1, LOGITS_BAND_BYTES // (4 * K * ori[1]))
@@ -159,7 +174,8 @@ def array_source(image: np.ndarray, data_preprocessor) -> Tuple[bands.Node, Tupl
 
 def segment_large(model, image_bgr: np.ndarray, band_rows: Optional[int] = None,
                   progress: Optional[Callable[[int, int], None]] = None,
-                  tokens_per_band: int = TOKENS_PER_BAND) -> np.ndarray:
+                  tokens_per_band: int = TOKENS_PER_BAND,
+                  token_dtype: Optional[torch.dtype] = None) -> np.ndarray:
     """Labels of every pixel of ``image_bgr`` ((H, W, 3) uint8, BGR as mmseg's
     ``LoadImageFromFile`` gives), at its own size, by an mmseg segmentor
     with a UFOViT backbone (e.g. from ``mmseg.apis.init_model``).
@@ -167,7 +183,9 @@ def segment_large(model, image_bgr: np.ndarray, band_rows: Optional[int] = None,
     Returns (H, W) uint8 when the model has at most 255 classes, else
     uint16. Equal to the segmentor's whole-image prediction of the image
     with no resize; memory is the image, the labels, the backbone's tokens
-    and one band of the heads (see docs/large_images.md).
+    and one band of the heads (see docs/large_images.md). ``token_dtype``
+    (e.g. ``torch.bfloat16``) stores the tokens in half the memory, at the
+    price of exactness.
     """
     model.eval()
     source, padded = array_source(image_bgr, model.data_preprocessor)
@@ -177,6 +195,6 @@ def segment_large(model, image_bgr: np.ndarray, band_rows: Optional[int] = None,
     K = model.decode_head.out_channels
     dtype = torch.uint8 if K <= 255 else torch.int16  # int16 bits read as uint16
     labels, _ = predict(model, source, image_bgr.shape[2], meta, band_rows, tokens_per_band,
-                        labels_dtype=dtype, progress=progress)
+                        labels_dtype=dtype, progress=progress, token_dtype=token_dtype)
     out = labels[0].numpy()
     return out if K <= 255 else out.view(np.uint16)

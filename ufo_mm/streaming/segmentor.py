@@ -9,7 +9,8 @@ fits the label map. mmseg's own ``tools/test.py`` evaluates with it::
 
 Other modes ('whole', 'slide') and training are mmseg's, unchanged; the
 state dict is EncoderDecoder's, so its checkpoints load either way.
-``return_logits=True`` also keeps the full-size ``seg_logits`` (mmseg's
+``token_dtype='bf16'`` stores the backbone's token tensors in half the
+memory (close to, not equal to, the float32 result). ``return_logits=True`` also keeps the full-size ``seg_logits`` (mmseg's
 default output; (classes, H, W) floats, which large images cannot afford).
 """
 from typing import Optional
@@ -19,9 +20,9 @@ from mmengine.structures import PixelData
 from mmseg.models.segmentors import EncoderDecoder
 from mmseg.structures import SegDataSample
 
-from .predict import TOKENS_PER_BAND, predict, tensor_source
+from .predict import TOKENS_PER_BAND, predict, tensor_source, token_dtype
 
-STREAM_KEYS = ('mode', 'band_rows', 'tokens_per_band', 'return_logits')
+STREAM_KEYS = ('mode', 'band_rows', 'tokens_per_band', 'return_logits', 'token_dtype')
 
 
 class StreamingEncoderDecoder(EncoderDecoder):
@@ -64,5 +65,5 @@ class StreamingEncoderDecoder(EncoderDecoder):
         labels, logits = predict(
             self, tensor_source(inputs, self.backbone.check_finite), inputs.shape[1],
             meta or None, cfg.get('band_rows'), cfg.get('tokens_per_band', TOKENS_PER_BAND),
-            with_logits=with_logits)
+            with_logits=with_logits, token_dtype=token_dtype(cfg.get('token_dtype')))
         return labels, logits
