@@ -16,6 +16,7 @@ import pytest
 import torch
 from mmengine.config import Config, ConfigDict
 
+from ufo_mm.engine.distributed import sync_bn_to_bn as no_sync_bn
 from ufo_mm.streaming.predict import predict, segment_large, tensor_source
 
 REPO = __import__('pathlib').Path(__file__).resolve().parents[2]
@@ -25,17 +26,6 @@ DEMO = REPO / 'configs/ufo_vit/demo/upernet_ufo-vit-demo_synthetic.py'
 SMALL = dict(embed_dims=64, num_heads=4, depth=4, patch_size=16, out_indices=(0, 1, 2, 3))
 HW = (229, 301)  # multiples of neither 32 nor the bands below
 BANDS = dict(band_rows=13, tokens_per_band=40)
-
-
-def no_sync_bn(cfg):
-    if isinstance(cfg, dict):
-        if cfg.get('type') == 'SyncBN':
-            cfg['type'] = 'BN'
-        for v in cfg.values():
-            no_sync_bn(v)
-    elif isinstance(cfg, (list, tuple)):
-        for v in cfg:
-            no_sync_bn(v)
 
 
 def small_cfg(path, num_classes=19, **backbone):

@@ -38,37 +38,15 @@ SLIDE = dict(crop_size=(512, 512), stride=(341, 341))
 
 
 def build_segmentor(name: str):
-    """The named segmentor, random weights, eval mode, BN for SyncBN, no
-    pretrained download; UFO-ViT ones as StreamingEncoderDecoder."""
-    from mmengine.config import Config
-    from mmseg.registry import MODELS as SEG_MODELS
-    from mmseg.utils import register_all_modules
-
-    import ufo_mm  # noqa: F401  registers UFOViT and StreamingEncoderDecoder
-    register_all_modules(init_default_scope=True)
+    """The named segmentor (random weights, eval mode, BN for SyncBN; the
+    project's configs build StreamingEncoderDecoder)."""
+    from ufo_mm.apis.builder import build_model
     cfg_path = MODELS[name]['config']
     if cfg_path.startswith('mmseg::'):  # a config shipped inside mmseg's wheel
         import mmseg
         cfg_path = osp.join(osp.dirname(mmseg.__file__), '.mim', 'configs',
                             cfg_path[len('mmseg::'):])
-    cfg = Config.fromfile(cfg_path if osp.isabs(cfg_path) else osp.join(ROOT, cfg_path))
-    model_cfg = cfg.model
-    model_cfg.pretrained = None
-    model_cfg.backbone.init_cfg = None
-    if model_cfg.backbone.type == 'UFOViT':
-        model_cfg.type = 'StreamingEncoderDecoder'
-
-    def no_sync(d):
-        if isinstance(d, dict):
-            if d.get('type') == 'SyncBN':
-                d['type'] = 'BN'
-            for v in d.values():
-                no_sync(v)
-        elif isinstance(d, (list, tuple)):
-            for v in d:
-                no_sync(v)
-    no_sync(model_cfg)
-    return SEG_MODELS.build(model_cfg).eval()
+    return build_model(cfg_path if osp.isabs(cfg_path) else osp.join(ROOT, cfg_path))
 
 
 def cpu_seconds() -> float:
