@@ -197,9 +197,17 @@ def plot(rows: List[dict], path: str, title: str) -> None:
         style = '-o' if method == 'stream' else ('--s' if method == 'whole' else ':^')
         axes[0].plot([r['side'] for r in rs], [r['peak_rss_gb'] for r in rs], style, label=label)
         axes[1].plot([r['side'] for r in rs], [r['seconds'] for r in rs], style, label=label)
+    for r in rows:  # a failed case: an x at the memory it had reached
+        if r['status'] not in ('ok',) and not r['status'].startswith('skipped') and \
+                r.get('peak_rss_gb'):
+            axes[0].plot([r['side']], [r['peak_rss_gb']], 'kx', markersize=9)
+            axes[0].annotate(f"{r['method']} {r['status'][:24]}", (r['side'], r['peak_rss_gb']),
+                             fontsize=6, xytext=(4, -10), textcoords='offset points')
+    from matplotlib.ticker import ScalarFormatter
     for ax, ylabel in zip(axes, ('peak RSS (GiB)', 'seconds')):
         ax.set_xscale('log', base=2)
         ax.set_yscale('log')
+        ax.yaxis.set_major_formatter(ScalarFormatter())
         ax.set_xlabel('image side (pixels)')
         ax.set_ylabel(ylabel)
         ax.grid(True, which='both', alpha=0.3)
