@@ -78,13 +78,14 @@ class StreamedUFOViT:
         H, W = image_size
         return (H + p - 1) // p, (W + p - 1) // p
 
-    def band_rows(self, image_size) -> int:
-        return max(1, self.tokens_per_band // self.grid(image_size)[1])
+    def band_rows(self, grid_width: int) -> int:
+        """Token rows per band of a grid ``grid_width`` tokens wide."""
+        return max(1, self.tokens_per_band // grid_width)
 
     def work(self, image_size) -> int:
         """Units of work (ticks) of one image."""
-        Hp = self.grid(image_size)[0]
-        n = -(-Hp // self.band_rows(image_size))
+        Hp, Wp = self.grid(image_size)
+        n = -(-Hp // self.band_rows(Wp))
         return n * (1 + 2 * len(self.m.blocks))
 
     def _check(self, image: bands.Node, channels: int):
@@ -128,7 +129,7 @@ class StreamedUFOViT:
                                         dtype=self.token_dtype or rows.dtype)
             tokens[:, a * Wp:b * Wp] = _tokens(rows)
             self.tick()
-        bands.evaluate(emb, self.band_rows(image.size), sink)
+        bands.evaluate(emb, self.band_rows(Wp), sink)
         return tokens, (Hp, Wp)
 
     def block(self, blk, x: torch.Tensor, Hp: int, Wp: int, in_place: bool = False
@@ -140,7 +141,7 @@ class StreamedUFOViT:
         halo rows of the next band are held from this one)."""
         attn, C = blk.attn, x.shape[-1]
         h = attn.num_heads
-        R = max(1, self.tokens_per_band // Wp)
+        R = self.band_rows(Wp)
         w_q, w_kv = attn.qkv.weight[:C], attn.qkv.weight[C:]
         b_q, b_kv = (None, None) if attn.qkv.bias is None else (attn.qkv.bias[:C],
                                                                 attn.qkv.bias[C:])
