@@ -16,6 +16,7 @@ import torch
 from mmengine.config import Config
 from pycocotools import mask as mask_util
 
+from tests.streaming.helpers import randomise_bn
 from ufo_mm.engine.distributed import sync_bn_to_bn as no_sync_bn
 from ufo_mm.streaming.detector import column_strip_rle
 
@@ -46,14 +47,7 @@ def build(cfg):
     from mmdet.apis import init_detector
     with pytest.warns(UserWarning):  # "checkpoint is None, use COCO classes by default"
         model = init_detector(cfg, None, device='cpu')
-    torch.manual_seed(0)
-    for m in model.modules():
-        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
-            m.running_mean.normal_(0, 0.2)
-            m.running_var.uniform_(0.5, 2)
-            m.weight.data.normal_(1, 0.2)
-            m.bias.data.normal_(0, 0.2)
-    return model.eval()
+    return randomise_bn(model)
 
 
 def detect(model, image, mode='whole', **stream):

@@ -16,6 +16,7 @@ import pytest
 import torch
 from mmengine.config import Config, ConfigDict
 
+from tests.streaming.helpers import randomise_bn
 from ufo_mm.engine.distributed import sync_bn_to_bn as no_sync_bn
 from ufo_mm.streaming.predict import predict, segment_large, tensor_source
 
@@ -42,17 +43,6 @@ def small_cfg(path, num_classes=19, **backbone):
     if 'auxiliary_head' in cfg.model:
         cfg.model.auxiliary_head.update(in_channels=64, num_classes=num_classes)
     return cfg
-
-
-def randomise_bn(model):
-    torch.manual_seed(0)
-    for m in model.modules():
-        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
-            m.running_mean.normal_(0, 0.2)
-            m.running_var.uniform_(0.5, 2)
-            m.weight.data.normal_(1, 0.2)
-            m.bias.data.normal_(0, 0.2)
-    return model.eval()
 
 
 def build(cfg):
