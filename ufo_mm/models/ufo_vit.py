@@ -441,19 +441,26 @@ class UFOViTTrunk(BaseModule):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
 
+    def check_geometry(self, channels: int, height: Optional[int] = None,
+                       width: Optional[int] = None, shape=None):
+        """Refuse inputs of the wrong channel count or (when the size is
+        given) smaller than a patch; ``shape``: the input's, for the message."""
+        if channels != self.in_channels:
+            seen = f' (input shape {tuple(shape)})' if shape is not None else ''
+            raise ValueError(f'{type(self).__name__} was built for {self.in_channels} input '
+                             f'channels, got {channels}{seen}')
+        if height is not None and (height < self.patch_size or width < self.patch_size):
+            raise ValueError(f'input {height}x{width} is smaller than one {self.patch_size}x'
+                             f'{self.patch_size} patch')
+
     def _check_input(self, x: torch.Tensor):
         name = type(self).__name__
         if x.ndim != 4:
             raise ValueError(f'{name} expects (B, C, H, W) images, got shape {tuple(x.shape)}')
-        if x.shape[1] != self.in_channels:
-            raise ValueError(f'{name} was built for {self.in_channels} input channels, '
-                             f'got {x.shape[1]} (input shape {tuple(x.shape)})')
         if torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():
+            self.check_geometry(x.shape[1], shape=x.shape)  # sizes may be symbolic
             return
-        H, W = x.shape[-2:]
-        if H < self.patch_size or W < self.patch_size:
-            raise ValueError(f'input {H}x{W} is smaller than one {self.patch_size}x'
-                             f'{self.patch_size} patch')
+        self.check_geometry(x.shape[1], *x.shape[-2:], shape=x.shape)
         if self.check_finite and not torch.isfinite(x).all():
             raise ValueError(f'{name} input contains NaN or Inf values')
 

@@ -88,20 +88,11 @@ class StreamedUFOViT:
         n = -(-Hp // self.band_rows(Wp))
         return n * (1 + 2 * len(self.m.blocks))
 
-    def _check(self, image: bands.Node, channels: int):
-        if channels != self.m.in_channels:
-            raise ValueError(f'UFOViT was built for {self.m.in_channels} input channels, '
-                             f'got {channels}')
-        p = self.m.patch_size
-        if image.height < p or image.width < p:
-            raise ValueError(f'input {image.height}x{image.width} is smaller than one {p}x{p} '
-                             'patch')
-
     @torch.no_grad()
     def __call__(self, image: bands.Node, channels: int) -> List[bands.Node]:
         """The pyramid (strides 4, 8, 16, 32) of ``image``, a node of
         (B, channels, H, W) normalised pixels, as band nodes."""
-        self._check(image, channels)
+        self.m.check_geometry(channels, image.height, image.width)
         x, (Hp, Wp) = self.embed(image)
         feats = []
         for i, blk in enumerate(self.m.blocks):
