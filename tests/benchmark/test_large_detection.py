@@ -4,6 +4,7 @@ scene coordinates, COCOeval on a composed scene (ground truth as predictions
 scores 1, maxDets cuts), the test_cfg and pipeline of each method, refused
 arguments, and the command end to end (stream and sliced, each in its own
 process) on a 384-px scene of the demo detector with random weights."""
+import importlib.util
 import json
 import os
 import subprocess
@@ -22,6 +23,9 @@ from ufo_mm.benchmark import large_detection as bench
 REPO = Path(__file__).resolve().parents[2]
 DEMO = REPO / 'configs/ufo_vit/demo/mask-rcnn_ufo-vit-demo_synthetic.py'
 SIDE = 384  # 3 x 3 cells of the 128-px validation images
+needs_sahi = pytest.mark.skipif(importlib.util.find_spec('sahi') is None,
+                                reason='sahi (extra [bench]) is not installed: '
+                                       'pip install --no-deps sahi')
 
 
 @pytest.fixture(scope='module')
@@ -97,6 +101,7 @@ def box_mask(x1, y1, x2, y2):
     return m
 
 
+@needs_sahi
 def test_sliced_merge_gives_scene_coordinates():
     """Three 64-px patches of a 64 x 112 scene at x = 0, 48 and (empty) 48, y = 0:
     an object seen by both of the first two is kept once (the higher score), an
@@ -184,7 +189,7 @@ def test_each_method_gets_its_model_counts_and_pipeline(cfg_options):
     assert cfg.model.test_cfg.rcnn.max_per_img == 50  # the config given is not changed
 
 
-def test_bad_arguments_are_refused(tmp_path):
+def test_bad_arguments_are_refused(tmp_path, monkeypatch):
     ok = dict(methods=['stream'], sides=[512])
     for bad, match in ((dict(methods=['tiles']), 'methods must be some of stream, sliced'),
                        (dict(sides=[512, 0]), 'sides must be positive'),
@@ -198,7 +203,11 @@ def test_bad_arguments_are_refused(tmp_path):
             bench.check_options(**dict(ok, **bad))
     with pytest.raises(FileNotFoundError, match='checkpoint .*missing.pth does not exist'):
         bench.check_options(config=str(DEMO), checkpoint=str(tmp_path / 'missing.pth'), **ok)
-    bench.check_options(methods=['stream', 'sliced', 'whole'], sides=[384, 2048])
+    bench.check_options(methods=['stream', 'whole'], sides=[384, 2048])
+    with monkeypatch.context() as m:
+        m.setitem(sys.modules, 'sahi.slicing', None)  # as if sahi were not installed
+        with pytest.raises(ValueError, match=r'method sliced needs sahi \(extra \[bench\]\)'):
+            bench.check_options(methods=['stream', 'sliced'], sides=[512])
     # the command says so and exits 2, before any case runs
     proc = subprocess.run([sys.executable, 'tools/benchmark_large_det.py', str(DEMO), str(DEMO),
                            '--overlap-ratio', '1', '--out-dir', str(tmp_path / 'out')],
@@ -209,6 +218,7 @@ def test_bad_arguments_are_refused(tmp_path):
 
 # ---------------------------------------------------------------- real runs
 
+@needs_sahi
 def test_sliced_detections_and_masks_lie_in_the_scene(scene, checkpoint, cfg_options):
     """The demo detector (random weights) on the 384 scene in 256-px patches:
     4 patches (sahi moves the last row and column back inside), the merge cut
@@ -242,6 +252,7 @@ def env():
                     'PYTHONPATH')] if p]))
 
 
+@needs_sahi
 def test_command_runs_stream_and_sliced_and_tabulates(checkpoint, coco_root, tmp_path):
     out = tmp_path / 'out'
     cmd = [sys.executable, 'tools/benchmark_large_det.py', DEMO, checkpoint,

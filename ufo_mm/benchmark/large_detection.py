@@ -85,8 +85,9 @@ def check_options(methods: Sequence[str], sides: Sequence[int], threads: int = 1
         try:
             import sahi.slicing  # noqa: F401
         except ImportError as e:
-            raise ValueError('method sliced needs sahi: pip install "ufo-mm[bench]" '
-                             f'(or pip install sahi) ({e})') from None
+            raise ValueError('method sliced needs sahi (extra [bench]): pip install --no-deps '
+                             f'sahi, at the version of requirements/constraints.txt ({e})'
+                             ) from None
 
 
 def plan(methods: Sequence[str], sides: Sequence[int], threads: int, config: str,
