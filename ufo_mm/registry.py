@@ -27,9 +27,16 @@ def StreamingEncoderDecoder(**kwargs):
     return cls(**kwargs)
 
 
+def StreamingMaskRCNN(**kwargs):
+    """Builds :class:`ufo_mm.streaming.detector.StreamingMaskRCNN` (mmdet's
+    MaskRCNN with test mode 'stream'), imported when a config first builds it."""
+    from .streaming.detector import StreamingMaskRCNN as cls
+    return cls(**kwargs)
+
+
 def _library_models(library: str) -> tuple:
     """Builders registered in one library only (of classes that subclass its own)."""
-    return (StreamingEncoderDecoder,) if library == 'mmseg' else ()
+    return {'mmseg': (StreamingEncoderDecoder,), 'mmdet': (StreamingMaskRCNN,)}.get(library, ())
 
 
 def _registry(library: str, name: str):

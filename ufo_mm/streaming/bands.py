@@ -409,6 +409,50 @@ class Crop(Node):
         return x[..., self.left:self.left + self.width]
 
 
+class Collect(Node):
+    """Several maps of different heights (a pyramid) computed together and
+    stored whole: band ``[a, b)`` of the finest (tallest) one holds rows
+    ``[a * h // H, b * h // H)`` of a map ``h`` rows high, so one
+    :func:`evaluate` walks every level down at once and their shared inputs
+    are computed once. :attr:`outputs` are the whole maps (in ``dtype``, by
+    default their own) once evaluated; the node's own rows are a dummy."""
+
+    def __init__(self, nodes: Sequence[Node], dtype: Optional[torch.dtype] = None):
+        if not nodes:
+            raise ValueError('Collect needs at least one node')
+        super().__init__(nodes, (max(n.height for n in nodes), 1))
+        self.dtype = dtype
+        self.outputs: List[Optional[torch.Tensor]] = [None] * len(nodes)
+
+    def _range(self, n: Node, a: int, b: int) -> Tuple[int, int]:
+        H = self.height
+        return a * n.height // H, b * n.height // H
+
+    def needs(self, a, b):
+        return [self._range(n, a, b) for n in self.inputs]
+
+    def compute(self, a, b):
+        for i, n in enumerate(self.inputs):
+            lo, hi = self._range(n, a, b)
+            if lo >= hi:
+                continue
+            rows = self.fetch(i, lo, hi)
+            if self.outputs[i] is None:
+                self.outputs[i] = rows.new_empty(rows.shape[:2] + n.size,
+                                                 dtype=self.dtype or rows.dtype)
+            self.outputs[i][:, :, lo:hi] = rows
+        return torch.zeros(1, 1, b - a, 1)
+
+
+def collect(nodes: Sequence[Node], band_rows: int, dtype: Optional[torch.dtype] = None,
+            progress: Optional[Callable[[int, int], None]] = None) -> List[torch.Tensor]:
+    """The whole maps of ``nodes``, computed together in bands of
+    ``band_rows`` rows of the tallest (see :class:`Collect`)."""
+    node = Collect(nodes, dtype)
+    evaluate(node, band_rows, lambda a, b, rows: None, progress)
+    return node.outputs
+
+
 # -- modules as nodes ----------------------------------------------------------------------
 ROW_WISE = (nn.modules.batchnorm._BatchNorm, nn.GELU, nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.SiLU,
             nn.Sigmoid, nn.Tanh, nn.Identity, nn.Dropout, nn.Dropout2d, nn.Hardswish)

@@ -1,8 +1,9 @@
-"""mmseg's necks and decode heads as band graphs (:mod:`.bands`), read off
-the modules themselves: their weights, their ``align_corners``, the sizes
-their ``forward`` resizes to. The graphs follow each ``forward`` line by line
-(mmseg 1.x: ``UPerHead._forward_feature``, ``FPNHead.forward``,
-``FPN.forward``), so the values are those of the whole-map forward.
+"""mmseg's necks and decode heads, and mmdet's FPN and RPN head, as band
+graphs (:mod:`.bands`), read off the modules themselves: their weights, their
+``align_corners``, the sizes their ``forward`` resizes to. The graphs follow
+each ``forward`` line by line (mmseg 1.x: ``UPerHead._forward_feature``, ``FPNHead.forward``,
+``FPN.forward``; mmdet 3.x: ``FPN.forward``, which is mmseg's, and
+``RPNHead.forward_single``), so the values are those of the whole-map forward.
 
 Global parts stay whole: UperNet's pyramid pooling runs once on the whole
 stride-32 map (a small one). A head the module cannot be matched to raises
@@ -11,6 +12,7 @@ stride-32 map (a small one). A head the module cannot be matched to raises
 from typing import List
 
 import torch.nn as nn
+import torch.nn.functional as F
 
 from . import bands
 
@@ -69,7 +71,7 @@ def fpn_head(head, feats: List[bands.Node]) -> bands.Node:
 
 
 def fpn_neck(neck, feats: List[bands.Node]) -> List[bands.Node]:
-    """mmseg's FPN neck's outputs as nodes."""
+    """The FPN neck's outputs as nodes (mmseg's, or mmdet's: the same code)."""
     if neck.num_outs > len(neck.lateral_convs) and neck.add_extra_convs:
         raise NotImplementedError('FPN with add_extra_convs does not stream')
     laterals = [bands.module_node(conv, feats[i + neck.start_level])
@@ -88,6 +90,20 @@ def fpn_neck(neck, feats: List[bands.Node]) -> List[bands.Node]:
     while len(outs) < neck.num_outs:  # extra levels by stride-2 max-pooling of the last
         outs.append(bands.MaxPool(outs[-1], 1, 2))
     return outs
+
+
+def rpn_head(head, feats: List[bands.Node]):
+    """mmdet's RPNHead on each level: (objectness nodes, box delta nodes)."""
+    _check_eval(head)
+    if type(head).__name__ != 'RPNHead':
+        raise NotImplementedError(f'rpn head {type(head).__name__} does not stream; '
+                                  'supported: RPNHead')
+    scores, deltas = [], []
+    for x in feats:
+        x = bands.Map(F.relu, bands.module_node(head.rpn_conv, x))
+        scores.append(bands.Conv(head.rpn_cls, x))
+        deltas.append(bands.Conv(head.rpn_reg, x))
+    return scores, deltas
 
 
 def decode(segmentor, feats: List[bands.Node]) -> bands.Node:

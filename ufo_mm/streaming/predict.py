@@ -138,8 +138,8 @@ def tensor_source(inputs: torch.Tensor, check_finite: bool = True) -> bands.Node
 
 
 def array_source(image: np.ndarray, data_preprocessor) -> Tuple[bands.Node, Tuple[int, int]]:
-    """Normalised rows of a (H, W, 3) uint8 image (BGR, as mmseg loads it),
-    made by the segmentor's data preprocessor's rules (channel conversion,
+    """Normalised rows of a (H, W, 3) uint8 image (BGR, as mmseg and mmdet
+    load it), made by the model's data preprocessor's rules (channel conversion,
     mean / std, test-time padding to ``size`` / ``size_divisor``) as they are
     needed. Returns the node and the padded size."""
     if image.ndim != 3 or image.dtype != np.uint8:
@@ -149,15 +149,16 @@ def array_source(image: np.ndarray, data_preprocessor) -> Tuple[bands.Node, Tupl
     dp = data_preprocessor
     mean = getattr(dp, 'mean', None) if getattr(dp, '_enable_normalize', False) else None
     std = getattr(dp, 'std', None) if mean is not None else None
-    flip = getattr(dp, 'channel_conversion', False)
+    # mmseg's SegDataPreProcessor / mmengine's ImgDataPreprocessor (mmdet's)
+    flip = getattr(dp, 'channel_conversion', getattr(dp, '_channel_conversion', False))
     cfg = getattr(dp, 'test_cfg', None) or {}
     Hp, Wp = H, W
+    divisor = cfg.get('size_divisor') or getattr(dp, 'pad_size_divisor', 1)
     if cfg.get('size'):
         Hp, Wp = max(H, cfg['size'][0]), max(W, cfg['size'][1])
-    elif cfg.get('size_divisor'):
-        d = cfg['size_divisor']
-        Hp, Wp = -(-H // d) * d, -(-W // d) * d
-    pad_val = float(getattr(dp, 'pad_val', 0))
+    elif divisor > 1:
+        Hp, Wp = -(-H // divisor) * divisor, -(-W // divisor) * divisor
+    pad_val = float(getattr(dp, 'pad_val', getattr(dp, 'pad_value', 0)))
 
     def rows(a, b):
         x = torch.from_numpy(image[a:min(b, H)])  # (r, W, C) uint8, a view

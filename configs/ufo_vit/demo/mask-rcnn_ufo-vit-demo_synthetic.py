@@ -29,7 +29,11 @@ embed_dims = _base_.ufo_vit_demo_arch['embed_dims']
 # 128 channels and 128 sampled RoIs ran 2.8x slower per iteration.
 neck_channels = 64
 
+# StreamingMaskRCNN: mmdet's MaskRCNN (same weights, same training and test) with test_cfg
+# mode 'stream' too: whole-image detection with the backbone, FPN and RPN head in bands
+# (docs/large_images.md):  --cfg-options model.test_cfg.mode=stream
 model = dict(
+    type='StreamingMaskRCNN',
     data_preprocessor=dict(pad_size_divisor=32),
     backbone=dict(
         _delete_=True,

@@ -10,7 +10,12 @@ _base_ = [
     '../../_base_/models/ufo-vit-s12-p16.py',
 ]
 
+# StreamingMaskRCNN: mmdet's MaskRCNN (same weights, same training and test) with test_cfg
+# mode 'stream' too: whole-image detection with the backbone, FPN and RPN head in bands
+# (docs/large_images.md):  --cfg-options model.test_cfg.mode=stream
+# (add model.test_cfg.mask_format=rle for large images: masks as COCO RLE, not (N, H, W))
 model = dict(
+    type='StreamingMaskRCNN',
     backbone=dict(_base_.ufo_vit_s12_p16, _delete_=True),
     # every UFO-ViT output has the embedding width C (384 for S12/S24)
     neck=dict(in_channels=[384, 384, 384, 384]))
