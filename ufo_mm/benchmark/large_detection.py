@@ -126,9 +126,10 @@ def detector_config(cfg, case: dict, input_hw: Tuple[int, int]):
 
 def paste_rle(mask, offset_xy: Sequence[int], scene_hw: Sequence[int]) -> dict:
     """pycocotools' compressed RLE of a (h, w) bool mask whose top-left pixel
-    lies at ``offset_xy`` = (x, y) of an (H, W) scene. Only an (H, columns of
-    the mask's extent) uint8 strip is made, never a scene-size array."""
-    from pycocotools import mask as mask_util
+    lies at ``offset_xy`` = (x, y) of an (H, W) scene, by the streamed
+    detector's :func:`~ufo_mm.streaming.detector.column_strip_rle`: only an
+    (H, columns the mask's pixels span) strip is made, never a scene-size array."""
+    from ufo_mm.streaming.detector import column_strip_rle
     H, W = map(int, scene_hw)
     x, y = map(int, offset_xy)
     mask = np.asarray(mask, dtype=bool)
@@ -136,23 +137,8 @@ def paste_rle(mask, offset_xy: Sequence[int], scene_hw: Sequence[int]) -> dict:
     if x < 0 or y < 0 or x + w > W or y + h > H:
         raise ValueError(f'a {h}x{w} mask at (x={x}, y={y}) is not inside the {H}x{W} scene')
     cols = np.flatnonzero(mask.any(0))
-    if not cols.size:
-        counts = [H * W]
-    else:
-        c0, c1 = int(cols[0]), int(cols[-1]) + 1
-        strip = np.zeros((H, c1 - c0), np.uint8)
-        strip[y:y + h] = mask[:, c0:c1]
-        flat = strip.ravel(order='F')  # COCO's RLE runs down the columns
-        edges = np.flatnonzero(flat[1:] != flat[:-1]) + 1
-        counts = ([0] if flat[0] else []) + np.diff(
-            np.concatenate([[0], edges, [flat.size]])).tolist()
-        counts[0] += (x + c0) * H  # the columns left of the strip: zeros
-        tail = (W - x - c1) * H
-        if len(counts) % 2:  # the last run is of zeros
-            counts[-1] += tail
-        elif tail:
-            counts.append(tail)
-    return mask_util.frPyObjects(dict(size=[H, W], counts=counts), H, W)
+    c0, c1 = (int(cols[0]), int(cols[-1]) + 1) if cols.size else (0, 0)
+    return column_strip_rle(mask[:, c0:c1], slice(y, y + h), slice(x + c0, x + c1), H, W)
 
 
 def scene_instances(result, offset_xy, scene_hw, rles: list):
