@@ -151,8 +151,8 @@ def test_ground_truth_as_predictions_scores_one_and_max_dets_cuts(scene):
     assert n >= 4
     dets = gt_as_predictions(gt)
     perfect = coco_eval(gt, dets, max_dets=n)
-    assert perfect == {'bbox_mAP': 1.0, 'bbox_mAP_50': 1.0, 'segm_mAP': 1.0,
-                       'segm_mAP_50': 1.0}
+    assert perfect == pytest.approx({'bbox_mAP': 1.0, 'bbox_mAP_50': 1.0, 'segm_mAP': 1.0,
+                                     'segm_mAP_50': 1.0})
     # COCOeval's maxDets caps each category of an image: below a class's object count
     per_class = max(sum(a['category_id'] == c for a in gt['annotations'])
                     for c in {a['category_id'] for a in gt['annotations']})
