@@ -1,6 +1,7 @@
 """ufo_mm.evaluation.highres and .metrics: the keep-size test pipeline, the
 detection counts scaled with the area, the results table, single-image mIoU,
-COCO mAP of bitmap or RLE masks (whole runs: tests/tools/test_det_tools.py::test_infer_highres_1024)."""
+COCO mAP of bitmap or RLE masks (whole runs:
+tests/tools/test_det_tools.py::test_infer_highres_1024)."""
 import numpy as np
 import pytest
 from mmengine.config import ConfigDict
