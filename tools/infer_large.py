@@ -1,22 +1,31 @@
-"""Segment one image of any size, up to a gigapixel, whole, with a UFO-ViT segmentor.
+"""Segment or detect one image of any size, up to a gigapixel, whole, with a UFO-ViT model.
 
 The image is not tiled and not resized: the model runs on all of it, streamed
 band by band through the backbone, the pyramid and the head, so memory stays
 far below what whole-image inference needs, and every pixel gets the label
-that whole-image inference would give it.
+(every object the detection) that whole-image inference would give it.
 
-Writes, in ``--out-dir``:
+With an mmseg segmentor config, writes in ``--out-dir``:
   * ``<image stem>_labels.png``: the class index of every pixel, the image's
     full height and width, 8-bit grayscale (16-bit when the model has more
     than 255 classes);
   * ``<image stem>_overlay.jpg``: the image with the labels blended over it in
     the dataset palette, shrunk to ``--overlay-side`` pixels on its long side.
 
+With an mmdet ``StreamingMaskRCNN`` config (``ufo_mm.streaming.detector``):
+  * ``<image stem>_instances.json``: every detection as in a COCO results
+    file (bbox [x, y, w, h], score, category_id, category, segmentation as
+    RLE), with the image's height, width and the class names;
+  * ``<image stem>_overlay.jpg``: the image with masks and boxes drawn, shrunk.
+  ``--max-dets`` raises the detections kept (``test_cfg.rcnn.max_per_img``) for
+  scenes with many objects.
+
 Progress goes to stderr; the last line on stdout is one JSON object: height,
-width, seconds (the segmentation), peak_rss_gb (the process's peak resident
-memory, GiB), image_read_seconds, write_seconds, num_classes, band_rows,
-labels and overlay (the paths), and the inputs. Reads PNG, JPEG and (Big)TIFF
-beyond PIL's and OpenCV's pixel limits (``ufo_mm.apis.large_image``).
+width, seconds (the model), peak_rss_gb (the process's peak resident memory,
+GiB), image_read_seconds, write_seconds, band_rows, the outputs' paths, and
+num_classes and labels_dtype (segmentation) or num_instances (detection). Reads
+PNG, JPEG and (Big)TIFF beyond PIL's and OpenCV's pixel limits
+(``ufo_mm.apis.large_image``).
 
 Example::
 
@@ -34,7 +43,8 @@ sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 from ufo_mm.analysis.process_stats import peak_rss_bytes  # noqa: E402
 from ufo_mm.apis.large_image import (ImageReadError, ProgressBarCallback,  # noqa: E402
-                                     default_palette, read_image, write_labels, write_overlay)
+                                     default_palette, read_image, write_detection_overlay,
+                                     write_instances, write_labels, write_overlay)
 
 
 def parse_args(argv=None):
@@ -42,7 +52,8 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(
         description=__doc__.splitlines()[0],
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument('config', help='mmseg config of a UFO-ViT segmentor')
+    parser.add_argument('config', help='mmseg config of a UFO-ViT segmentor, or mmdet config '
+                        'of a StreamingMaskRCNN')
     parser.add_argument('checkpoint', help='checkpoint file')
     parser.add_argument('image', help='PNG, JPEG or (Big)TIFF image, any size')
     parser.add_argument('--out-dir', default='work_dirs/infer_large',
@@ -61,10 +72,13 @@ def parse_args(argv=None):
                         help='weight of the label colours in the overlay')
     parser.add_argument('--threads', type=int, default=None,
                         help='torch intra-op threads, None: torch\'s own choice')
+    parser.add_argument('--max-dets', type=int, default=None,
+                        help='detection: detections kept per image (test_cfg.rcnn.max_per_img), '
+                        'None: the config\'s')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         help='override config entries, key=value')
     args = parser.parse_args(argv)
-    for name in ('band_rows', 'overlay_side', 'threads'):
+    for name in ('band_rows', 'overlay_side', 'threads', 'max_dets'):
         value = getattr(args, name)
         if value is not None and value < 1:
             parser.error(f'--{name.replace("_", "-")} must be >= 1, got {value}')
@@ -81,23 +95,41 @@ def main(argv=None) -> dict:
     args = parse_args(argv)
     import torch
 
-    from ufo_mm.streaming import segment_large
-    from ufo_mm.streaming.predict import token_dtype
-    from ufo_mm.visualization.seg_pictures import load_segmentor
+    from ufo_mm.apis.builder import build_model, library_of
     if args.threads:
         torch.set_num_threads(args.threads)
     path = Path(args.image)
     t = time.perf_counter()
     try:
-        image = read_image(path, channel_order='bgr')  # as mmseg's LoadImageFromFile gives it
+        image = read_image(path, channel_order='bgr')  # as LoadImageFromFile gives it
     except (FileNotFoundError, ImageReadError) as e:
         raise SystemExit(f'infer_large: {e}')
     read_seconds = time.perf_counter() - t
     height, width = image.shape[:2]
     log(f'{path}: {width} x {height} read in {read_seconds:.1f} s')
 
-    model = load_segmentor(args.config, args.checkpoint, device=args.device,
-                           cfg_options=args.cfg_options)
+    model = build_model(args.config, args.checkpoint, device=args.device,
+                        cfg_options=args.cfg_options)
+    library = library_of(model.cfg)
+    if library not in ('mmseg', 'mmdet'):
+        raise SystemExit(f'infer_large: {args.config} is neither an mmseg nor an mmdet config')
+    run = segment if library == 'mmseg' else detect
+    row = dict(image=str(path), height=int(height), width=int(width))
+    row.update(run(args, model, image, path))
+    row.update(peak_rss_gb=round(peak_rss_bytes() / 2**30, 3),
+               image_read_seconds=round(read_seconds, 3), band_rows=args.band_rows,
+               token_dtype=args.token_dtype, device=args.device,
+               threads=torch.get_num_threads())
+    print(json.dumps(row), flush=True)
+    return row
+
+
+def segment(args, model, image, path: Path) -> dict:
+    import torch
+
+    from ufo_mm.streaming import segment_large
+    from ufo_mm.streaming.predict import token_dtype
+    height, width = image.shape[:2]
     num_classes = int(model.decode_head.num_classes)
     t = time.perf_counter()
     with torch.no_grad():
@@ -120,15 +152,44 @@ def main(argv=None) -> dict:
                                  palette, max_side=args.overlay_side, opacity=args.opacity)
     write_seconds = time.perf_counter() - t
     log(f'wrote {labels_path} and {overlay_path}')
+    return dict(seconds=round(seconds, 3), write_seconds=round(write_seconds, 3),
+                num_classes=num_classes, labels_dtype=str(labels.dtype),
+                labels=str(labels_path), overlay=str(overlay_path))
 
-    row = dict(image=str(path), height=int(height), width=int(width),
-               seconds=round(seconds, 3), peak_rss_gb=round(peak_rss_bytes() / 2**30, 3),
-               image_read_seconds=round(read_seconds, 3), write_seconds=round(write_seconds, 3),
-               num_classes=num_classes, labels_dtype=str(labels.dtype),
-               band_rows=args.band_rows, token_dtype=args.token_dtype, device=args.device, threads=torch.get_num_threads(),
-               labels=str(labels_path), overlay=str(overlay_path))
-    print(json.dumps(row), flush=True)
-    return row
+
+def detect(args, model, image, path: Path) -> dict:
+    import torch
+
+    from ufo_mm.streaming.detector import StreamingMaskRCNN, detect_large
+    from ufo_mm.streaming.predict import token_dtype
+    if not isinstance(model, StreamingMaskRCNN):
+        raise SystemExit(f'infer_large: {args.config} builds a {type(model).__name__}; '
+                         "streamed detection needs model.type='StreamingMaskRCNN'")
+    if args.max_dets:
+        model.roi_head.test_cfg.max_per_img = args.max_dets
+    t = time.perf_counter()
+    instances = detect_large(model, image, band_rows=args.band_rows,
+                             progress=ProgressBarCallback(sys.stderr),
+                             token_dtype=token_dtype(args.token_dtype))
+    seconds = time.perf_counter() - t
+    log(f'{len(instances)} detections in {seconds:.1f} s')
+
+    t = time.perf_counter()
+    out_dir = Path(args.out_dir)
+    classes = (model.dataset_meta or {}).get('classes')
+    json_path = write_instances(out_dir / f'{path.stem}_instances.json', instances,
+                                *image.shape[:2], classes=classes)
+    palette = (model.dataset_meta or {}).get('palette')
+    if palette is None:
+        palette = default_palette(model.roi_head.bbox_head.num_classes)
+    overlay_path = write_detection_overlay(out_dir / f'{path.stem}_overlay.jpg',
+                                           image[..., ::-1], instances, palette,
+                                           max_side=args.overlay_side, opacity=args.opacity)
+    write_seconds = time.perf_counter() - t
+    log(f'wrote {json_path} and {overlay_path}')
+    return dict(seconds=round(seconds, 3), write_seconds=round(write_seconds, 3),
+                num_instances=len(instances), instances=str(json_path),
+                overlay=str(overlay_path))
 
 
 if __name__ == '__main__':

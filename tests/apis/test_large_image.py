@@ -19,6 +19,7 @@ import re
 import subprocess
 import sys
 import tracemalloc
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -447,3 +448,64 @@ def test_command_refuses_a_corrupt_image_naming_it(demo_ckpt, scene, tmp_path):
     assert proc.returncode != 0
     assert f'cannot read image {broken}' in proc.stderr and 'Traceback' not in proc.stderr
     assert not list(tmp_path.glob('*_labels.png'))
+
+
+DET_DEMO = 'configs/ufo_vit/demo/mask-rcnn_ufo-vit-demo_synthetic.py'
+DET_KEYS = {'height', 'width', 'seconds', 'peak_rss_gb', 'instances', 'overlay',
+            'num_instances', 'band_rows', 'image_read_seconds'}
+
+
+@pytest.fixture(scope='module')
+def det_ckpt(tmp_path_factory):
+    """The Mask R-CNN demo's initial weights, saved as a checkpoint with its classes."""
+    import torch
+
+    from tests.tiny_seg_training import REPO
+    from ufo_mm.apis.builder import build_model
+    model = build_model(str(REPO / DET_DEMO))
+    model.init_weights()
+    path = tmp_path_factory.mktemp('det') / 'init.pth'
+    torch.save(dict(state_dict=model.state_dict(),
+                    meta=dict(dataset_meta=dict(model.dataset_meta))), path)
+    return path
+
+
+def test_command_detects_on_the_whole_image_as_mmdet_does(det_ckpt, scene, tmp_path):
+    """A StreamingMaskRCNN config: every detection (score threshold 0) as
+    COCO results with RLE masks, equal to mmdet's own whole-image
+    ``inference_detector`` on the unresized image."""
+    import torch
+    from mmdet.apis import inference_detector, init_detector
+    from pycocotools import mask as mask_util
+
+    from tests.tiny_seg_training import REPO
+    opts = ['model.test_cfg.rcnn.score_thr=0']
+    proc = infer_large(DET_DEMO, det_ckpt, scene, '--out-dir', tmp_path, '--overlay-side', 200,
+                       '--band-rows', 16, '--max-dets', 70, '--cfg-options', *opts)
+    row = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert DET_KEYS <= row.keys()
+    assert (row['height'], row['width']) == SCENE_HW and row['num_instances'] == 70
+    assert row['instances'] == str(tmp_path / 'scene_instances.json')
+    out = json.loads(Path(row['instances']).read_text())
+    assert (out['height'], out['width']) == SCENE_HW and out['classes'][0] == 'circle'
+    found = out['instances']
+    assert len(found) == 70 and {'bbox', 'score', 'category_id', 'category',
+                                 'segmentation'} <= found[0].keys()
+    assert cv2.imread(row['overlay']).shape == (132, 200, 3)
+    assert re.search(r'(\d+)/\1, ', proc.stderr), proc.stderr[-2000:]  # the bar, finished
+
+    model = init_detector(str(REPO / DET_DEMO), str(det_ckpt), device='cpu',
+                          cfg_options={'model.test_cfg.rcnn.score_thr': 0,
+                                       'model.test_cfg.rcnn.max_per_img': 70})
+    for t in model.cfg.test_dataloader.dataset.pipeline:
+        if t['type'] == 'Resize':  # the image at its own size, scale factor 1
+            t.update(scale=SCENE_HW[::-1], keep_ratio=False)
+    model.cfg.test_pipeline = model.cfg.test_dataloader.dataset.pipeline
+    with torch.no_grad():
+        want = inference_detector(model, str(scene)).pred_instances
+    xyxy = [[x, y, x + w, y + h] for x, y, w, h in (d['bbox'] for d in found)]
+    np.testing.assert_allclose(xyxy, want.bboxes.numpy(), rtol=1e-4, atol=0.02)  # rounded
+    assert [d['category_id'] for d in found] == want.labels.tolist()
+    masks = np.stack([mask_util.decode(d['segmentation']) for d in found]).astype(bool)
+    assert masks.shape == (70,) + SCENE_HW
+    assert (masks == want.masks.numpy()).mean() >= 0.999

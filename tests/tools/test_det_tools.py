@@ -82,6 +82,35 @@ def test_mmdet_test_evaluates_checkpoint(mmdet_trained, coco_root, tmp_path):
     assert MAP.search(out), out[-3000:]
 
 
+def test_mmdet_test_in_stream_mode_writes_the_whole_mode_results(mmdet_trained, coco_root,
+                                                                  tmp_path):
+    """test_cfg mode 'stream' (StreamingMaskRCNN) with RLE masks, evaluated by
+    mmdet's own tools/test.py: the COCO results files (every detection: score
+    threshold 0) match mode 'whole''s on the same weights and images."""
+    work, _ = mmdet_trained
+    results = {}
+    for mode in ('whole', 'stream'):
+        prefix = tmp_path / mode / 'results'
+        opts = [f'test_evaluator.outfile_prefix={prefix}', 'model.test_cfg.rcnn.score_thr=0',
+                f'model.test_cfg.mode={mode}']
+        if mode == 'stream':
+            opts += ['model.test_cfg.mask_format=rle', 'model.test_cfg.band_rows=7']
+        out = run([sys.executable, MMDET_TOOLS / 'test.py', DEMO, work / 'iter_2.pth',
+                   '--work-dir', tmp_path / mode, '--cfg-options', *data_options(coco_root),
+                   *opts])
+        assert MAP.search(out), out[-3000:]
+        results[mode] = {kind: json.loads(Path(f'{prefix}.{kind}.json').read_text())
+                         for kind in ('bbox', 'segm')}
+    whole, stream = results['whole'], results['stream']
+    assert len(stream['bbox']) == len(whole['bbox']) == 2 * 50  # 2 images, max_per_img
+    for a, b in zip(stream['bbox'], whole['bbox']):
+        assert (a['image_id'], a['category_id']) == (b['image_id'], b['category_id'])
+        assert abs(a['score'] - b['score']) < 1e-4
+        assert max(abs(x - y) for x, y in zip(a['bbox'], b['bbox'])) < 1e-2
+    same = [a['segmentation'] == b['segmentation'] for a, b in zip(stream['segm'], whole['segm'])]
+    assert sum(same) >= 0.97 * len(same)  # a pixel on the mask threshold may flip
+
+
 def test_dist_train_resumes_then_our_test_writes_predictions(mmdet_trained, coco_root,
                                                                tmp_path):
     """tools/dist_train.sh (torchrun, 1 process, gloo on CPU) resumes the

@@ -1,5 +1,6 @@
-"""Image files of any size for whole-image segmentation: read one into a single
-uint8 array, write a label map and a small overlay picture.
+"""Image files of any size for whole-image segmentation and detection: read
+one into a single uint8 array, write a label map (or the detections as JSON)
+and a small overlay picture.
 
 ``tools/infer_large.py`` is the command line over this module::
 
@@ -40,6 +41,7 @@ Anything else (floating point, more than four channels, CMYK TIFF) raises
 :class:`ImageReadError` naming the file, as does a corrupt or truncated file.
 """
 import contextlib
+import json
 import os
 from pathlib import Path
 from typing import Callable, Optional, Sequence, Tuple, Union
@@ -307,6 +309,73 @@ def write_overlay(path: PathLike, image: np.ndarray, labels: np.ndarray,
     small = shrink_image(image, size)
     colours = colour_labels(shrink_labels(labels, size), palette, ignore_index)
     picture = cv2.addWeighted(small, 1 - opacity, colours, opacity, 0)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not cv2.imwrite(str(path), np.ascontiguousarray(picture[..., ::-1])):
+        raise OSError(f'could not write {path}')
+    return path
+
+
+def write_instances(path: PathLike, instances, height: int, width: int,
+                    classes: Optional[Sequence[str]] = None) -> Path:
+    """Write detections (mmdet's ``InstanceData`` with masks as COCO RLE, as
+    :func:`ufo_mm.streaming.detector.detect_large` gives) as JSON:
+    ``{"height", "width", "classes", "instances": [{"bbox": [x, y, w, h],
+    "score", "category_id", "category", "segmentation": RLE}]}``, each as in a
+    COCO results file (``segmentation`` only when there are masks). Returns
+    the path."""
+    bboxes = instances.bboxes.tolist()
+    scores = instances.scores.tolist()
+    labels = instances.labels.tolist()
+    masks = instances.masks if 'masks' in instances else None
+    rows = []
+    for i, ((x1, y1, x2, y2), score, label) in enumerate(zip(bboxes, scores, labels)):
+        row = dict(bbox=[round(x1, 2), round(y1, 2), round(x2 - x1, 2), round(y2 - y1, 2)],
+                   score=round(score, 5), category_id=int(label))
+        if classes is not None and 0 <= label < len(classes):
+            row['category'] = classes[label]
+        if masks is not None:
+            rle = dict(masks[i])
+            if isinstance(rle['counts'], bytes):
+                rle['counts'] = rle['counts'].decode()
+            row['segmentation'] = dict(size=[int(n) for n in rle['size']], counts=rle['counts'])
+        rows.append(row)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(dict(height=int(height), width=int(width),
+                                    classes=list(classes) if classes is not None else None,
+                                    instances=rows)))
+    return path
+
+
+def write_detection_overlay(path: PathLike, image: np.ndarray, instances,
+                            palette: Sequence[Sequence[int]], max_side: int = 2048,
+                            opacity: float = 0.5) -> Path:
+    """Write a picture of ``image`` (H, W, 3) uint8 RGB shrunk so that its
+    long side is at most ``max_side``, each detection's mask (COCO RLE)
+    blended in its class colour and its box drawn. Returns the path."""
+    import cv2
+    from pycocotools import mask as mask_util
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        raise ValueError(f'image must be (H, W, 3) uint8, got {image.dtype} {image.shape}')
+    height, width = image.shape[:2]
+    size = overlay_size(height, width, max_side)
+    picture = shrink_image(image, size).astype(np.float32)
+    sy, sx = size[0] / height, size[1] / width
+    rows = ((np.arange(size[0]) + 0.5) / sy).astype(np.int64)
+    cols = ((np.arange(size[1]) + 0.5) / sx).astype(np.int64)
+    palette = np.asarray(palette, dtype=np.float32)
+    labels = instances.labels.tolist()
+    masks = instances.masks if 'masks' in instances else [None] * len(labels)
+    for rle, label in zip(masks, labels):
+        if rle is not None:
+            m = mask_util.decode(rle)[rows[:, None], cols[None, :]].astype(bool)
+            picture[m] = (1 - opacity) * picture[m] + opacity * palette[label % len(palette)]
+    picture = picture.astype(np.uint8)
+    for (x1, y1, x2, y2), label in zip(instances.bboxes.tolist(), labels):
+        colour = tuple(int(c) for c in palette[label % len(palette)])
+        cv2.rectangle(picture, (int(x1 * sx), int(y1 * sy)), (int(x2 * sx), int(y2 * sy)),
+                      colour, 1)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     if not cv2.imwrite(str(path), np.ascontiguousarray(picture[..., ::-1])):

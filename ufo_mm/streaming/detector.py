@@ -19,7 +19,7 @@ mmdet's (instances, H, W) booleans, which large images cannot afford (100
 instances of an 8192 x 8192 image are 6.7 GB). Training and mode 'whole' are
 mmdet's, unchanged; the state dict is MaskRCNN's.
 """
-from typing import List, Optional
+from typing import Callable, List, Optional
 
 import numpy as np
 import torch
@@ -31,7 +31,7 @@ from pycocotools import mask as mask_util
 from ..models.ufo_vit import UFOViT
 from . import bands, heads
 from .backbone import TOKENS_PER_BAND, StreamedUFOViT
-from .predict import tensor_source, token_dtype
+from .predict import Progress, array_source, tensor_source, token_dtype
 
 STREAM_KEYS = ('mode', 'band_rows', 'tokens_per_band', 'token_dtype', 'mask_format')
 #: bytes of one band of the finest FPN level (the band height follows from it)
@@ -44,7 +44,8 @@ def stream_features(detector, image: bands.Node, channels: int,
     """(FPN levels, RPN objectness per level, RPN box deltas per level) of
     ``image`` (a band node of normalised pixels): the tensors mmdet's
     ``extract_feat`` and ``rpn_head.forward`` give, computed in bands of
-    ``band_rows`` rows of the finest level (default: 64 MB of it)."""
+    ``band_rows`` rows of the finest level (default: 64 MB of it).
+    ``progress(done, total)``: called as the work advances."""
     if not isinstance(detector.backbone, UFOViT):
         raise TypeError(f'streamed inference needs a UFOViT backbone, got '
                         f'{type(detector.backbone).__name__}')
@@ -53,13 +54,16 @@ def stream_features(detector, image: bands.Node, channels: int,
         raise NotImplementedError(f'neck {name} does not stream; supported: FPN')
     heads._check_eval(detector.neck)
     streamed = StreamedUFOViT(detector.backbone, tokens_per_band, token_dtype=token_dtype)
+    finest = streamed.m.pyramid_sizes(image.size)[0]
+    if band_rows is None:
+        band_rows = max(1, FEATURE_BAND_BYTES // (4 * detector.neck.out_channels * finest[1]))
+    counter = Progress(streamed.work(image.size) + -(-finest[0] // band_rows), progress)
+    streamed.tick = counter.tick
     levels = heads.fpn_neck(detector.neck, streamed(image, channels))
     scores, deltas = heads.rpn_head(detector.rpn_head, levels)
-    if band_rows is None:
-        band_rows = max(1, FEATURE_BAND_BYTES // (4 * detector.neck.out_channels *
-                                                  levels[0].width))
     with torch.no_grad():
-        out = bands.collect(levels + scores + deltas, band_rows, progress=progress)
+        out = bands.collect(levels + scores + deltas, band_rows,
+                            progress=lambda done, total: counter.tick())
     n = len(levels)
     return out[:n], out[n:2 * n], out[2 * n:]
 
@@ -187,3 +191,36 @@ class StreamingMaskRCNN(MaskRCNN):
         results[0].masks = masks_as_rle(roi.mask_head, mask_preds, results[0], metas[0],
                                         roi.test_cfg, rescale)
         return results
+
+
+def detect_large(model, image_bgr: np.ndarray, band_rows: Optional[int] = None,
+                 progress: Optional[Callable[[int, int], None]] = None,
+                 tokens_per_band: int = TOKENS_PER_BAND,
+                 token_dtype: Optional[torch.dtype] = None):
+    """Detections (mmdet's ``InstanceData``: bboxes, scores, labels, and the
+    masks as COCO RLE) of ``image_bgr`` ((H, W, 3) uint8, BGR as mmdet's
+    ``LoadImageFromFile`` gives), at its own size, by a
+    :class:`StreamingMaskRCNN` (e.g. from ``mmdet.apis.init_detector``).
+    The same detections as mode stream (and, up to float rounding, whole) on
+    the unresized image; the normalised image is made band by band, never
+    whole (see docs/large_images.md)."""
+    from mmdet.structures import DetDataSample
+    if not isinstance(model, StreamingMaskRCNN):
+        raise TypeError(f'detect_large needs a StreamingMaskRCNN, got {type(model).__name__}')
+    model.eval()
+    source, padded = array_source(image_bgr, model.data_preprocessor)
+    H, W = image_bgr.shape[:2]
+    sample = DetDataSample(metainfo=dict(
+        img_shape=(H, W), ori_shape=(H, W), pad_shape=padded, batch_input_shape=padded,
+        scale_factor=(1.0, 1.0)))
+    saved = model.test_cfg
+    model.test_cfg = dict(saved or {}, mode='stream', mask_format='rle',
+                          band_rows=band_rows, tokens_per_band=tokens_per_band,
+                          token_dtype=token_dtype)
+    try:
+        with torch.no_grad():
+            model.predict_one(source, image_bgr.shape[2], sample, rescale=True,
+                              progress=progress)
+    finally:
+        model.test_cfg = saved
+    return sample.pred_instances

@@ -56,7 +56,9 @@ def output_geometry(meta: dict, input_size: Sequence[int]):
         tuple(int(s) for s in meta.get('ori_shape', size)[:2])
 
 
-class _Progress:
+class Progress:
+    """Counts units of work, reporting ``progress(done, total)``."""
+
     def __init__(self, total: int, progress: Optional[Callable[[int, int], None]]):
         self.done, self.total, self.progress = 0, total, progress
 
@@ -96,7 +98,7 @@ def predict(segmentor, image: bands.Node, channels: int, meta: Optional[dict] = 
     if band_rows is None:
         band_rows = max(1, LOGITS_BAND_BYTES // (4 * K * ori[1]))
     n_bands = -(-ori[0] // band_rows)
-    counter = _Progress(streamed.work(image.size) + n_bands, progress)
+    counter = Progress(streamed.work(image.size) + n_bands, progress)
     streamed.tick = counter.tick
 
     logits = heads.decode(segmentor, streamed(image, channels))
