@@ -7,7 +7,8 @@ benchmark :mod:`ufo_mm.benchmark.large_image` measures: wall and CPU seconds,
 the process's peak resident set, a memory watchdog):
 
 - ``stream``: the scene in one pass through ``StreamingMaskRCNN`` (test mode
-  ``'stream'``, masks as RLE), fed at its own size;
+  ``'stream'``, masks as RLE), fed at its own size
+  (``ufo_mm.streaming.detector.detect_large``);
 - ``sliced``: mmdet's ``demo/large_image_demo.py``: sahi's ``slice_image``
   cuts overlapping patches, ``inference_detector`` predicts them (a batch at
   a time; mmdet 3.3 runs a batch's images one after another), mmdet's
@@ -204,6 +205,18 @@ def detect_sliced(model, image_bgr: np.ndarray, pipeline, case: dict):
     return pred, dict(patches=len(sliced), merged_detections=merged)
 
 
+def detect_streamed(model, image_bgr: np.ndarray, case: dict):
+    """The scene's InstanceData (masks as RLE) in one streamed pass:
+    :func:`ufo_mm.streaming.detector.detect_large`, which normalises the
+    image band by band (no float copy of the scene either)."""
+    from ufo_mm.streaming.backbone import TOKENS_PER_BAND
+    from ufo_mm.streaming.detector import detect_large
+    from ufo_mm.streaming.predict import token_dtype
+    return detect_large(model, image_bgr, band_rows=case['band_rows'],
+                        tokens_per_band=case['tokens_per_band'] or TOKENS_PER_BAND,
+                        token_dtype=token_dtype(case['token_dtype']))
+
+
 def run_case(case: dict) -> dict:
     """Measure one case in this process: its row (the case, status, seconds,
     CPU seconds, peak and ready RSS, objects, detections, bbox/segm mAP)."""
@@ -230,6 +243,8 @@ def run_case(case: dict) -> dict:
     extra = {}
 
     def detect():
+        if case['method'] == 'stream':
+            return detect_streamed(model, image_bgr, case)
         if case['method'] == 'sliced':
             pred, counts = detect_sliced(model, image_bgr, pipeline, case)
             extra.update(counts)
