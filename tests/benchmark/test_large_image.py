@@ -17,7 +17,7 @@ def test_plan_and_skip_after_a_failure(monkeypatch):
         ('stream', 1024), ('stream', 2048), ('stream', 4096)]
     ran = []
 
-    def fake(case, mem_limit_gb, timeout_s):
+    def fake(case, mem_limit_gb, timeout_s, module):
         ran.append((case['method'], case['side']))
         if case['method'] == 'whole' and case['side'] >= 2048:
             return dict(case, status='out of memory (> 22 GiB)', peak_rss_gb=22.1)

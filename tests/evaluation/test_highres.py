@@ -1,7 +1,9 @@
 """ufo_mm.evaluation.highres and .metrics: the keep-size test pipeline, the
-detection counts scaled with the area, the results table and single-image mIoU
-(whole runs: tests/tools/test_det_tools.py::test_infer_highres_1024)."""
+detection counts scaled with the area, the results table, single-image mIoU,
+COCO mAP of bitmap or RLE masks (whole runs:
+tests/tools/test_det_tools.py::test_infer_highres_1024)."""
 import numpy as np
+import pytest
 from mmengine.config import ConfigDict
 
 from ufo_mm.evaluation.highres import (format_table, keep_size_pipeline, pipeline_scale,
@@ -52,3 +54,33 @@ def test_seg_miou_over_present_classes():
     assert seg_miou(pred, label, 3, reduce_zero_label=True) == 0.5
     # otherwise every prediction misses: classes 0, 1, 2 present in the labels, IoU 0
     assert seg_miou(pred, label, 3, reduce_zero_label=False) == 0.0
+
+
+def test_coco_map_of_ground_truth_bitmaps_is_one():
+    """coco_map on a DetDataSample whose (N, H, W) bitmaps and boxes are the
+    ground truth; coco_detections keeps RLE masks (mask_format 'rle') as given."""
+    import torch
+    from mmdet.structures import DetDataSample
+    from mmengine.structures import InstanceData
+    from pycocotools import mask as mask_util
+
+    from ufo_mm.evaluation.metrics import coco_detections, coco_map
+    masks = np.zeros((2, 40, 50), bool)
+    masks[0, 5:15, 10:30] = True
+    masks[1, 20:38, 2:9] = True
+    anns = [dict(id=i + 1, image_id=1, category_id=7 + i, bbox=b, area=float(m.sum()),
+                 iscrowd=0, segmentation=[[b[0], b[1], b[0] + b[2], b[1], b[0] + b[2],
+                                           b[1] + b[3], b[0], b[1] + b[3]]])
+            for i, (b, m) in enumerate(zip([[10, 5, 20, 10], [2, 20, 7, 18]], masks))]
+    gt = dict(images=[dict(id=1, height=40, width=50)], annotations=anns,
+              categories=[dict(id=7, name='a'), dict(id=8, name='b')])
+    result = DetDataSample()
+    result.pred_instances = InstanceData(
+        bboxes=torch.tensor([[10., 5, 30, 15], [2, 20, 9, 38]]), scores=torch.tensor([.9, .8]),
+        labels=torch.tensor([0, 1]), masks=torch.from_numpy(masks))
+    assert coco_map(gt, result, ('a', 'b'), with_masks=True) == pytest.approx({
+        'bbox_mAP': 1.0, 'bbox_mAP_50': 1.0, 'segm_mAP': 1.0, 'segm_mAP_50': 1.0})
+    rles = [mask_util.encode(np.asfortranarray(m.astype(np.uint8))) for m in masks]
+    result.pred_instances.masks = rles
+    dets = coco_detections(result.pred_instances, [7, 8])
+    assert [d['segmentation'] for d in dets] == rles and dets[1]['bbox'] == [2, 20, 7, 18]

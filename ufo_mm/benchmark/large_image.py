@@ -16,6 +16,7 @@ import os
 import os.path as osp
 import subprocess
 import sys
+import tempfile
 import time
 from typing import Dict, List, Optional
 
@@ -35,6 +36,8 @@ MODELS = {
 }
 METHODS = ('stream', 'whole', 'slide')
 SLIDE = dict(crop_size=(512, 512), stride=(341, 341))
+#: the module whose ``run_case`` a child process runs (``python -m``)
+CASE_MODULE = 'ufo_mm.benchmark.large_image'
 
 
 def build_segmentor(name: str):
@@ -56,61 +59,77 @@ def cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+def measure_call(fn):
+    """``fn()`` timed: (its result, dict of wall ``seconds``, ``cpu_seconds``,
+    the process's ``peak_rss_gb`` when it returned and ``ready_rss_gb``, the
+    resident set before it began)."""
+    from ufo_mm.analysis.process_stats import peak_rss_bytes, rss_bytes
+    rss_ready = rss_bytes()
+    t0, cpu0 = time.perf_counter(), cpu_seconds()
+    result = fn()
+    seconds, cpu = time.perf_counter() - t0, cpu_seconds() - cpu0
+    return result, dict(seconds=round(seconds, 2), cpu_seconds=round(cpu, 1),
+                        peak_rss_gb=round(peak_rss_bytes() / 2**30, 3),
+                        ready_rss_gb=round(rss_ready / 2**30, 3))
+
+
 def run_case(case: dict) -> dict:
     """Measure one case in this process; returns its row."""
     import numpy as np
     import torch
     from mmseg.structures import SegDataSample
 
-    from ufo_mm.analysis.process_stats import peak_rss_bytes, rss_bytes
     from ufo_mm.streaming import segment_large
 
     torch.set_num_threads(case['threads'])
     model = build_segmentor(case['model'])
     side = case['side']
     image = np.random.default_rng(0).integers(0, 256, (side, side, 3), dtype=np.uint8)
-    rss_ready = rss_bytes()
-    t0, cpu0 = time.perf_counter(), cpu_seconds()
-    with torch.no_grad():
-        if case['method'] == 'stream':
-            labels = segment_large(model, image)
-        else:
+
+    def segment():
+        with torch.no_grad():
+            if case['method'] == 'stream':
+                return segment_large(model, image)
             from mmengine.config import ConfigDict
             model.test_cfg = ConfigDict(mode='whole') if case['method'] == 'whole' else \
                 ConfigDict(mode='slide', **SLIDE)
             meta = dict(ori_shape=(side, side), img_shape=(side, side), pad_shape=(side, side))
             data = dict(inputs=[torch.from_numpy(image).permute(2, 0, 1)],
                         data_samples=[SegDataSample(metainfo=meta)])
-            labels = model.test_step(data)[0].pred_sem_seg.data
-    seconds, cpu = time.perf_counter() - t0, cpu_seconds() - cpu0
+            return model.test_step(data)[0].pred_sem_seg.data
+    labels, measured = measure_call(segment)
     assert tuple(labels.shape[-2:]) == (side, side)
-    return dict(case, status='ok', seconds=round(seconds, 2), cpu_seconds=round(cpu, 1),
-                peak_rss_gb=round(peak_rss_bytes() / 2**30, 3),
-                ready_rss_gb=round(rss_ready / 2**30, 3))
+    return dict(case, status='ok', **measured)
 
 
-def run_isolated(case: dict, mem_limit_gb: float, timeout_s: float) -> dict:
-    """``run_case`` in a child process watched for memory and time."""
+def run_isolated(case: dict, mem_limit_gb: float, timeout_s: float,
+                 module: str = CASE_MODULE) -> dict:
+    """``python -m MODULE --case JSON`` (its ``run_case`` through
+    :func:`case_main`) in a child process watched for memory and time; the
+    row it printed last, or ``case`` with the failure as its status."""
     from ufo_mm.analysis.process_stats import rss_bytes
     env = dict(os.environ, OMP_NUM_THREADS=str(case['threads']),
                MKL_NUM_THREADS=str(case['threads']))
-    cmd = [sys.executable, '-m', 'ufo_mm.benchmark.large_image', '--case', json.dumps(case)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=env, cwd=ROOT)
-    t0, peak, status = time.time(), 0, None
-    while proc.poll() is None:
-        rss = rss_bytes(proc.pid)
-        peak = max(peak, rss)
-        if rss > mem_limit_gb * 2**30:
-            status = f'out of memory (> {mem_limit_gb:g} GiB)'
-        elif time.time() - t0 > timeout_s:
-            status = f'timeout (> {timeout_s:.0f} s)'
-        if status:
-            proc.kill()
-            proc.wait()
-            return dict(case, status=status, peak_rss_gb=round(peak / 2**30, 3))
-        time.sleep(0.2)
-    out, err = proc.communicate()
+    cmd = [sys.executable, '-m', module, '--case', json.dumps(case)]
+    # output to files, not pipes: a child's chatter past a pipe's buffer would block it
+    with tempfile.TemporaryFile('w+') as out, tempfile.TemporaryFile('w+') as err:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=err, text=True, env=env, cwd=ROOT)
+        t0, peak, status = time.time(), 0, None
+        while proc.poll() is None:
+            rss = rss_bytes(proc.pid)
+            peak = max(peak, rss)
+            if rss > mem_limit_gb * 2**30:
+                status = f'out of memory (> {mem_limit_gb:g} GiB)'
+            elif time.time() - t0 > timeout_s:
+                status = f'timeout (> {timeout_s:.0f} s)'
+            if status:
+                proc.kill()
+                proc.wait()
+                return dict(case, status=status, peak_rss_gb=round(peak / 2**30, 3))
+            time.sleep(0.2)
+        out.seek(0)
+        err.seek(0)
+        out, err = out.read(), err.read()
     if proc.returncode != 0:
         last = (err.strip().splitlines() or ['?'])[-1]
         status = 'out of memory' if 'memory' in last.lower() or proc.returncode == -9 else \
@@ -125,16 +144,16 @@ def plan(models: List[str], methods: List[str], sides: List[int], threads: int) 
 
 
 def run(cases: List[dict], mem_limit_gb: float, timeout_s: float,
-        log=print) -> List[dict]:
-    """Run the cases in order, skipping a (model, method)'s larger sides once
-    it failed."""
+        log=print, module: str = CASE_MODULE) -> List[dict]:
+    """Run the cases in order, each by ``module`` in its own process, skipping
+    a (model, method)'s larger sides once it failed."""
     rows, failed = [], set()
     for case in cases:
-        key = (case['model'], case['method'])
+        key = (case.get('model'), case['method'])
         if key in failed:
             rows.append(dict(case, status='skipped (failed at a smaller side)'))
             continue
-        row = run_isolated(case, mem_limit_gb, timeout_s)
+        row = run_isolated(case, mem_limit_gb, timeout_s, module=module)
         if row['status'] != 'ok':
             failed.add(key)
         rows.append(row)
@@ -228,7 +247,13 @@ def write_outputs(rows: List[dict], out_dir: str, title: str) -> None:
     plot(rows, osp.join(out_dir, 'large_image.png'), title)
 
 
-if __name__ == '__main__':
-    parser = argparse.ArgumentParser(description='one case of the large-image benchmark')
+def case_main(run_case) -> None:
+    """A child process's entry: ``run_case`` of ``--case JSON``, its row
+    printed as the last line (what :func:`run_isolated` reads)."""
+    parser = argparse.ArgumentParser(description='one case of a large-image benchmark')
     parser.add_argument('--case', required=True, help='JSON of the case')
     print(json.dumps(run_case(json.loads(parser.parse_args().case))))
+
+
+if __name__ == '__main__':
+    case_main(run_case)
