@@ -32,8 +32,9 @@ TORCHVISION_VERSION="$(pinned torchvision)"
 MMCV_VERSION="$(pinned mmcv)"
 MMPRETRAIN_VERSION="$(pinned mmpretrain)"
 TIMM_VERSION="$(pinned timm)"
+SAHI_VERSION="$(pinned sahi)"
 CACHE="${UFO_MM_WHEEL_CACHE:-$HOME/.cache/ufo_mm/wheels}/torch-$TORCH_VERSION"
-export TORCH_VERSION TORCHVISION_VERSION MMCV_VERSION MMPRETRAIN_VERSION TIMM_VERSION
+export TORCH_VERSION TORCHVISION_VERSION MMCV_VERSION MMPRETRAIN_VERSION TIMM_VERSION SAHI_VERSION
 # the package's extras this stack takes (setup.cfg): pretraining with mmpretrain, and timm
 EXTRAS="dev${MMPRETRAIN_VERSION:+,pretrain}${TIMM_VERSION:+,pretrain-dev}"
 
@@ -64,7 +65,7 @@ if os.environ["TORCHVISION_VERSION"]:
     assert torchvision.__version__.split("+")[0] == os.environ["TORCHVISION_VERSION"]
 else:
     assert importlib.util.find_spec("torchvision") is None, "torchvision must not be installed"
-for name in ("mmpretrain", "timm"):  # at the pinned version where the stack pins it
+for name in ("mmpretrain", "timm", "sahi"):  # at the pinned version where the stack pins it
     if os.environ[name.upper() + "_VERSION"]:
         assert importlib.import_module(name).__version__ == os.environ[name.upper() + "_VERSION"]
 spec = importlib.util.find_spec("ufo_mm")
@@ -115,6 +116,14 @@ fi
 CURRENT_STEP="install ufo_mm (editable) with its extras [$EXTRAS] at the versions of $(basename "$CONSTRAINTS")"
 step "$CURRENT_STEP"
 "${PIP[@]}" install -c "$CONSTRAINTS" -e "$ROOT[$EXTRAS]"
+if [ -n "$SAHI_VERSION" ]; then
+  # the benchmark's sliced detection (setup.cfg extra "bench"): sahi's slicing needs only the
+  # stack's numpy, Pillow, shapely and opencv; its command line's click/fire/requests are not
+  # wanted, hence --no-deps
+  CURRENT_STEP="install sahi==$SAHI_VERSION (no dependencies)"
+  step "$CURRENT_STEP"
+  "${PIP[@]}" install --no-deps "sahi==$SAHI_VERSION"
+fi
 
 CURRENT_STEP="verify the environment"
 step "$CURRENT_STEP"
