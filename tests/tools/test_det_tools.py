@@ -73,36 +73,41 @@ def test_mmdet_train_uses_max_iters_and_evaluates(mmdet_trained):
     assert 0 <= bbox <= 1 and 0 <= segm <= 1
 
 
-def test_mmdet_test_evaluates_checkpoint(mmdet_trained, coco_root, tmp_path):
-    work, _ = mmdet_trained
-    out = run([sys.executable, MMDET_TOOLS / 'test.py', DEMO, work / 'iter_2.pth',
-               '--work-dir', tmp_path, '--cfg-options', *data_options(coco_root)])
+def mmdet_test(mmdet_trained, coco_root, work: Path, mode: str, *opts):
+    """mmdet's own tools/test.py on the 2-iteration checkpoint in test mode
+    ``mode``, every detection kept (score threshold 0); returns its output and
+    the COCO results files it wrote ({'bbox': [...], 'segm': [...]})."""
+    ckpt = mmdet_trained[0] / 'iter_2.pth'
+    prefix = work / 'results'
+    out = run([sys.executable, MMDET_TOOLS / 'test.py', DEMO, ckpt, '--work-dir', work,
+               '--cfg-options', *data_options(coco_root), f'test_evaluator.outfile_prefix={prefix}',
+               'model.test_cfg.rcnn.score_thr=0', f'model.test_cfg.mode={mode}', *opts])
+    assert MAP.search(out), out[-3000:]
+    return out, {kind: json.loads(Path(f'{prefix}.{kind}.json').read_text())
+                 for kind in ('bbox', 'segm')}
+
+
+@pytest.fixture(scope='module')
+def mmdet_whole_results(mmdet_trained, coco_root, tmp_path_factory):
+    return mmdet_test(mmdet_trained, coco_root, tmp_path_factory.mktemp('whole'), 'whole')
+
+
+def test_mmdet_test_evaluates_checkpoint(mmdet_whole_results):
+    out, results = mmdet_whole_results
     assert 'Weights only load failed' not in out
     assert 'Load checkpoint from' in out
-    assert MAP.search(out), out[-3000:]
+    assert len(results['bbox']) == len(results['segm']) == 2 * 50  # 2 images, max_per_img
 
 
-def test_mmdet_test_in_stream_mode_writes_the_whole_mode_results(mmdet_trained, coco_root,
-                                                                  tmp_path):
+def test_mmdet_test_in_stream_mode_writes_the_whole_mode_results(
+        mmdet_trained, coco_root, mmdet_whole_results, tmp_path):
     """test_cfg mode 'stream' (StreamingMaskRCNN) with RLE masks, evaluated by
-    mmdet's own tools/test.py: the COCO results files (every detection: score
-    threshold 0) match mode 'whole''s on the same weights and images."""
-    work, _ = mmdet_trained
-    results = {}
-    for mode in ('whole', 'stream'):
-        prefix = tmp_path / mode / 'results'
-        opts = [f'test_evaluator.outfile_prefix={prefix}', 'model.test_cfg.rcnn.score_thr=0',
-                f'model.test_cfg.mode={mode}']
-        if mode == 'stream':
-            opts += ['model.test_cfg.mask_format=rle', 'model.test_cfg.band_rows=7']
-        out = run([sys.executable, MMDET_TOOLS / 'test.py', DEMO, work / 'iter_2.pth',
-                   '--work-dir', tmp_path / mode, '--cfg-options', *data_options(coco_root),
-                   *opts])
-        assert MAP.search(out), out[-3000:]
-        results[mode] = {kind: json.loads(Path(f'{prefix}.{kind}.json').read_text())
-                         for kind in ('bbox', 'segm')}
-    whole, stream = results['whole'], results['stream']
-    assert len(stream['bbox']) == len(whole['bbox']) == 2 * 50  # 2 images, max_per_img
+    mmdet's own tools/test.py: the COCO results files match mode 'whole''s on
+    the same weights and images."""
+    _, stream = mmdet_test(mmdet_trained, coco_root, tmp_path, 'stream',
+                           'model.test_cfg.mask_format=rle', 'model.test_cfg.band_rows=7')
+    whole = mmdet_whole_results[1]
+    assert len(stream['bbox']) == len(whole['bbox'])
     for a, b in zip(stream['bbox'], whole['bbox']):
         assert (a['image_id'], a['category_id']) == (b['image_id'], b['category_id'])
         assert abs(a['score'] - b['score']) < 1e-4
