@@ -38,6 +38,9 @@ class Node:
     :meth:`compute`; :meth:`fetch` gives them their inputs' rows.
     """
 
+    #: held whole until :func:`evaluate` ends (not released between bands)
+    whole = False
+
     def __init__(self, inputs: Sequence['Node'], size: Size):
         self.inputs = list(inputs)
         self.size = (int(size[0]), int(size[1]))
@@ -121,6 +124,7 @@ class Source(Node):
 
 class Tensor(Node):
     """A map held whole, e.g. a block's output tokens (any memory format)."""
+    whole = True
 
     def __init__(self, tensor: torch.Tensor):
         super().__init__([], tensor.shape[-2:])
@@ -142,6 +146,7 @@ class Tensor(Node):
 class Whole(Node):
     """``fn`` of its whole input, computed once and held (a global step such
     as pyramid pooling on a small map)."""
+    whole = True
 
     def __init__(self, fn: Callable[[torch.Tensor], torch.Tensor], inp: Node, size: Size):
         super().__init__([inp], size)
@@ -575,7 +580,7 @@ def evaluate(output: Node, band_rows: int, sink: Callable[[int, int, torch.Tenso
                         nxt = after.get(id(inp))
                         if nxt is not None:
                             inp._trim(nxt[0])
-                        elif not isinstance(inp, (Tensor, Whole)):
+                        elif not inp.whole:
                             inp.release()
             sink(a, b, output.held(a, b))
             if progress is not None:
