@@ -482,8 +482,8 @@ def module_node(module: nn.Module, inp: Node) -> Node:
         return ConvTranspose(module, inp)
     if isinstance(module, nn.MaxPool2d):
         k, s = module.kernel_size, module.stride
-        if module.padding not in (0, (0, 0)) or module.dilation not in (1, (1, 1)) or \
-                isinstance(k, tuple) and len(set(k)) != 1 or isinstance(s, tuple) and len(set(s)) != 1:
+        square = all(not isinstance(v, tuple) or len(set(v)) == 1 for v in (k, s))
+        if module.padding not in (0, (0, 0)) or module.dilation not in (1, (1, 1)) or not square:
             raise TypeError(f'banded max-pooling needs square windows, no padding: {module}')
         k = k[0] if isinstance(k, tuple) else k
         s = s[0] if isinstance(s, tuple) else s

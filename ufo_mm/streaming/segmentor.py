@@ -10,8 +10,9 @@ fits the label map. mmseg's own ``tools/test.py`` evaluates with it::
 Other modes ('whole', 'slide') and training are mmseg's, unchanged; the
 state dict is EncoderDecoder's, so its checkpoints load either way.
 ``token_dtype='bf16'`` stores the backbone's token tensors in half the
-memory (close to, not equal to, the float32 result). ``return_logits=True`` also keeps the full-size ``seg_logits`` (mmseg's
-default output; (classes, H, W) floats, which large images cannot afford).
+memory (close to, not equal to, the float32 result). ``return_logits=True``
+also keeps the full-size ``seg_logits`` (mmseg's default output; (classes, H,
+W) floats, which large images cannot afford).
 """
 from typing import Optional
 
