@@ -87,13 +87,19 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     from ufo_mm import cpu_features
-    title = (f'{platform.node() or "host"}: {cpu_features.bf16_status()}; fp32, '
-             f'{args.threads} threads; {osp.basename(args.config)}, '
-             f'{osp.basename(args.checkpoint)}')
-    print(title, flush=True)
     if args.from_json:
         rows = [row for path in args.from_json for row in json.load(open(path))]
+        # what the rows say they ran with, not this command's defaults
+        threads = ', '.join(sorted({str(r['threads']) for r in rows}))
+        names = ', '.join(sorted({f"{osp.basename(r['config'])}, {osp.basename(r['checkpoint'])}"
+                                  for r in rows}))
     else:
+        threads = str(args.threads)
+        names = f'{osp.basename(args.config)}, {osp.basename(args.checkpoint)}'
+    title = (f'{platform.node() or "host"}: {cpu_features.bf16_status()}; fp32, '
+             f'{threads} threads; {names}')
+    print(title, flush=True)
+    if not args.from_json:
         cases = bench.plan(args.methods, args.sides, args.threads, args.config,
                            args.checkpoint, **args.options)
         rows = bench.run_cases(cases, args.mem_limit_gb, args.timeout,
