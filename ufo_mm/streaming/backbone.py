@@ -61,6 +61,9 @@ class StreamedUFOViT:
     def __init__(self, backbone: UFOViT, tokens_per_band: int = TOKENS_PER_BAND,
                  tick: Optional[Callable[[], None]] = None,
                  token_dtype: Optional[torch.dtype] = None):
+        if not isinstance(backbone, UFOViT):
+            raise TypeError(f'streamed inference needs a UFOViT backbone, got '
+                            f'{type(backbone).__name__}')
         if backbone.attn_type != 'ufo':
             raise ValueError(f'streamed inference needs UFO attention (a sum over tokens), '
                              f'got attn_type={backbone.attn_type!r}')

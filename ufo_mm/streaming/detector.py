@@ -28,7 +28,6 @@ from mmdet.models.roi_heads.mask_heads.fcn_mask_head import _do_paste_mask
 from mmdet.structures.bbox import bbox2roi
 from pycocotools import mask as mask_util
 
-from ..models.ufo_vit import UFOViT
 from . import bands, heads
 from .backbone import TOKENS_PER_BAND, StreamedUFOViT
 from .predict import Progress, array_source, tensor_source, token_dtype
@@ -46,14 +45,11 @@ def stream_features(detector, image: bands.Node, channels: int,
     ``extract_feat`` and ``rpn_head.forward`` give, computed in bands of
     ``band_rows`` rows of the finest level (default: 64 MB of it).
     ``progress(done, total)``: called as the work advances."""
-    if not isinstance(detector.backbone, UFOViT):
-        raise TypeError(f'streamed inference needs a UFOViT backbone, got '
-                        f'{type(detector.backbone).__name__}')
+    streamed = StreamedUFOViT(detector.backbone, tokens_per_band, token_dtype=token_dtype)
     name = type(detector.neck).__name__ if detector.with_neck else None
     if name != 'FPN':
         raise NotImplementedError(f'neck {name} does not stream; supported: FPN')
     heads._check_eval(detector.neck)
-    streamed = StreamedUFOViT(detector.backbone, tokens_per_band, token_dtype=token_dtype)
     finest = streamed.m.pyramid_sizes(image.size)[0]
     if band_rows is None:
         band_rows = max(1, FEATURE_BAND_BYTES // (4 * detector.neck.out_channels * finest[1]))

@@ -17,7 +17,6 @@ from typing import Callable, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
-from ..models.ufo_vit import UFOViT
 from . import bands, heads
 from .backbone import TOKENS_PER_BAND, StreamedUFOViT
 
@@ -87,9 +86,6 @@ def predict(segmentor, image: bands.Node, channels: int, meta: Optional[dict] = 
     :class:`.backbone.StreamedUFOViT`; bf16 halves the largest part of the
     memory, and the result is then close to, not equal to, whole-image's).
     """
-    if not isinstance(segmentor.backbone, UFOViT):
-        raise TypeError(f'streamed inference needs a UFOViT backbone, got '
-                        f'{type(segmentor.backbone).__name__}')
     size, (left, right, top, bottom), ori = output_geometry(meta or {}, image.size)
     head = segmentor.decode_head
     ac = head.align_corners
