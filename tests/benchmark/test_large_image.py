@@ -15,6 +15,8 @@ def test_plan_and_skip_after_a_failure(monkeypatch):
     assert [(c['method'], c['side']) for c in cases] == [
         ('whole', 1024), ('whole', 2048), ('whole', 4096),
         ('stream', 1024), ('stream', 2048), ('stream', 4096)]
+    swin = bench.plan(['upernet_swin_t'], ['stream', 'whole', 'slide'], [1024], threads=2)
+    assert [c['method'] for c in swin] == ['whole', 'slide']  # Swin-T cannot be streamed
     ran = []
 
     def fake(case, mem_limit_gb, timeout_s, module):
