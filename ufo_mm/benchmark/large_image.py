@@ -219,12 +219,15 @@ def plot(rows: List[dict], path: str, title: str) -> None:
         style = '-o' if method == 'stream' else ('--s' if method == 'whole' else ':^')
         axes[0].plot([r['side'] for r in rs], [r['peak_rss_gb'] for r in rs], style, label=label)
         axes[1].plot([r['side'] for r in rs], [r['seconds'] for r in rs], style, label=label)
+    failed_at: Dict[int, int] = {}  # side -> failures labelled there so far (stacked)
     for r in rows:  # a failed case: an x at the memory it had reached
         if r['status'] not in ('ok',) and not r['status'].startswith('skipped') and \
                 r.get('peak_rss_gb'):
+            k = failed_at[r['side']] = failed_at.get(r['side'], -1) + 1
             axes[0].plot([r['side']], [r['peak_rss_gb']], 'kx', markersize=9)
-            axes[0].annotate(f"{r['method']} {r['status'][:24]}", (r['side'], r['peak_rss_gb']),
-                             fontsize=6, xytext=(4, -10), textcoords='offset points')
+            axes[0].annotate(f"{MODELS[r['model']]['label']}, {r['method']}: {r['status'][:24]}",
+                             (r['side'], r['peak_rss_gb']), fontsize=6, ha='right',
+                             xytext=(-6, -10 - 8 * k), textcoords='offset points')
     from matplotlib.ticker import ScalarFormatter
     for ax, ylabel in zip(axes, ('peak RSS (GiB)', 'seconds')):
         ax.set_xscale('log', base=2)
