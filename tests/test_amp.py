@@ -37,6 +37,41 @@ def test_enable_amp_picks_wrapper_for_device(monkeypatch, native):
         enable_amp(Config(dict(optim_wrapper=dict(type='OptimWrapperDict'))))
 
 
+def test_enable_amp_dtype_on_the_cpu(monkeypatch):
+    """--amp-dtype on the CPU: bf16 forces bf16 autocast, fp16 is refused."""
+    if torch.cuda.is_available():
+        pytest.skip('checks the CPU')
+    monkeypatch.setattr(cpu_features, 'bf16_native', lambda: False)
+    cfg = Config(dict(optim_wrapper=dict(type='OptimWrapper', optimizer=dict(type='SGD'))))
+    assert enable_amp(cfg, 'bf16') == 'BF16AutocastOptimWrapper'
+    with pytest.raises(ValueError, match='fp16 needs a GPU'):
+        enable_amp(Config(dict(optim_wrapper=dict(type='OptimWrapper'))), 'fp16')
+
+
+@pytest.mark.parametrize('bf16,asked,expected', [(True, 'auto', 'bfloat16'),
+                                                 (False, 'auto', 'float16'),
+                                                 (True, 'fp16', 'float16')])
+def test_enable_amp_on_a_gpu_picks_bf16_where_it_exists(monkeypatch, bf16, asked, expected):
+    """On a GPU (faked here): AmpOptimWrapper in bf16 where the GPU has it, fp16
+    with dynamic loss scaling elsewhere or when asked; one log line says which."""
+    from ufo_mm.engine import amp
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: True)
+    monkeypatch.setattr(torch.cuda, 'is_bf16_supported', lambda *a, **k: bf16)
+    monkeypatch.setattr(torch.cuda, 'get_device_name', lambda *a, **k: 'Fake GPU')
+    messages = []
+    monkeypatch.setattr(amp, 'print_log', lambda msg, *a, **k: messages.append(msg))
+    cfg = Config(dict(optim_wrapper=dict(type='OptimWrapper', optimizer=dict(type='SGD'))))
+    assert enable_amp(cfg, asked) == 'AmpOptimWrapper'
+    assert cfg.optim_wrapper.dtype == expected
+    assert cfg.optim_wrapper.loss_scale == 'dynamic'
+    why = 'asked for' if asked != 'auto' else f'Fake GPU {"supports" if bf16 else "lacks"} bf16'
+    assert messages == [f'--amp on CUDA: AmpOptimWrapper in {expected} ({why}), '
+                        'loss scale dynamic']
+    if not bf16:
+        with pytest.raises(ValueError, match='does not support bf16'):
+            enable_amp(Config(dict(optim_wrapper=dict(type='OptimWrapper'))), 'bf16')
+
+
 DEMO_SEG = REPO / 'configs' / 'ufo_vit' / 'demo' / 'upernet_ufo-vit-demo_synthetic.py'
 
 

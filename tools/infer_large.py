@@ -22,10 +22,17 @@ With an mmdet ``StreamingMaskRCNN`` config (``ufo_mm.streaming.detector``):
 
 Progress goes to stderr; the last line on stdout is one JSON object: height,
 width, seconds (the model), peak_rss_gb (the process's peak resident memory,
-GiB), image_read_seconds, write_seconds, band_rows, the outputs' paths, and
+GiB), peak_device_gb (on a GPU: ``torch.cuda.max_memory_allocated``, GiB;
+null on the CPU), token_place (where the token tensors lived: 'compute' or
+'host'), image_read_seconds, write_seconds, band_rows, the outputs' paths, and
 num_classes and labels_dtype (segmentation) or num_instances (detection). Reads
 PNG, JPEG and (Big)TIFF beyond PIL's and OpenCV's pixel limits
 (``ufo_mm.apis.large_image``).
+
+On a GPU (``--device cuda:0``) every band is computed there; the token
+tensors stay on the GPU when they fit in its free memory, else they live in
+pinned host memory (``--token-device`` overrides the choice), and the labels
+come back band by band.
 
 Example::
 
@@ -58,7 +65,10 @@ def parse_args(argv=None):
     parser.add_argument('image', help='PNG, JPEG or (Big)TIFF image, any size')
     parser.add_argument('--out-dir', default='work_dirs/infer_large',
                         help='the label map and the overlay go here')
-    parser.add_argument('--device', default='cpu')
+    parser.add_argument('--device', default='cpu', help='cpu, cuda or cuda:N')
+    parser.add_argument('--token-device', default='auto',
+                        help="where the backbone's token tensors live: auto (on the GPU where "
+                        'they fit in its free memory, else pinned host memory), cuda, or cpu')
     parser.add_argument('--band-rows', type=int, default=None,
                         help='image rows per streamed band, None: the streaming default; '
                         'fewer rows, less memory, the same labels')
@@ -96,6 +106,14 @@ def main(argv=None) -> dict:
     import torch
 
     from ufo_mm.apis.builder import build_model, library_of
+    from ufo_mm.devices import DeviceError, peak_device_gb, reset_peak, resolve_device
+    try:
+        device = resolve_device(args.device)
+        if args.token_device not in ('auto', 'cpu'):
+            resolve_device(args.token_device)
+    except DeviceError as e:
+        raise SystemExit(f'infer_large: {e}')
+    args.device = str(device)
     if args.threads:
         torch.set_num_threads(args.threads)
     path = Path(args.image)
@@ -110,6 +128,7 @@ def main(argv=None) -> dict:
 
     model = build_model(args.config, args.checkpoint, device=args.device,
                         cfg_options=args.cfg_options)
+    reset_peak(device)
     library = library_of(model.cfg)
     if library not in ('mmseg', 'mmdet'):
         raise SystemExit(f'infer_large: {args.config} is neither an mmseg nor an mmdet config')
@@ -117,6 +136,7 @@ def main(argv=None) -> dict:
     row = dict(image=str(path), height=int(height), width=int(width))
     row.update(run(args, model, image, path))
     row.update(peak_rss_gb=round(peak_rss_bytes() / 2**30, 3),
+               peak_device_gb=peak_device_gb(device),
                image_read_seconds=round(read_seconds, 3), band_rows=args.band_rows,
                token_dtype=args.token_dtype, device=args.device,
                threads=torch.get_num_threads())
@@ -132,10 +152,12 @@ def segment(args, model, image, path: Path) -> dict:
     height, width = image.shape[:2]
     num_classes = int(model.decode_head.num_classes)
     t = time.perf_counter()
+    info = {}
     with torch.no_grad():
         labels = segment_large(model, image, band_rows=args.band_rows,
                                progress=ProgressBarCallback(sys.stderr),
-                               token_dtype=token_dtype(args.token_dtype))
+                               token_dtype=token_dtype(args.token_dtype),
+                               token_device=args.token_device, info=info)
     seconds = time.perf_counter() - t
     if labels.shape != (height, width):
         raise RuntimeError(f'segment_large returned {labels.shape} labels for a '
@@ -154,12 +176,11 @@ def segment(args, model, image, path: Path) -> dict:
     log(f'wrote {labels_path} and {overlay_path}')
     return dict(seconds=round(seconds, 3), write_seconds=round(write_seconds, 3),
                 num_classes=num_classes, labels_dtype=str(labels.dtype),
+                token_place=info.get('token_place'),
                 labels=str(labels_path), overlay=str(overlay_path))
 
 
 def detect(args, model, image, path: Path) -> dict:
-    import torch
-
     from ufo_mm.streaming.detector import StreamingMaskRCNN, detect_large
     from ufo_mm.streaming.predict import token_dtype
     if not isinstance(model, StreamingMaskRCNN):
@@ -170,7 +191,8 @@ def detect(args, model, image, path: Path) -> dict:
     t = time.perf_counter()
     instances = detect_large(model, image, band_rows=args.band_rows,
                              progress=ProgressBarCallback(sys.stderr),
-                             token_dtype=token_dtype(args.token_dtype))
+                             token_dtype=token_dtype(args.token_dtype),
+                             token_device=args.token_device)
     seconds = time.perf_counter() - t
     log(f'{len(instances)} detections in {seconds:.1f} s')
 

@@ -1,6 +1,6 @@
 """Train a detector or segmentor config (mmdet or mmseg) with mmengine's Runner.
 
-    python tools/train.py CONFIG [--work-dir DIR] [--resume [CKPT]] [--amp]
+    python tools/train.py CONFIG [--work-dir DIR] [--resume [CKPT]] [--amp [--amp-dtype D]]
                                  [--cfg-options k=v ...] [--launcher pytorch]
 
 Behaves like mmdet's and mmseg's own tools/train.py; those work too once the
@@ -21,7 +21,11 @@ def parse_args(argv=None):
                         help='resume from CKPT, or from the latest checkpoint in the work dir '
                         'when no path is given')
     parser.add_argument('--amp', action='store_true',
-                        help='mixed precision: fp16 on GPU, bf16 on CPU (AmpOptimWrapper)')
+                        help='mixed precision: on a GPU AmpOptimWrapper in bf16 where the GPU '
+                        'has it, else fp16 with dynamic loss scaling; on the CPU bf16 where '
+                        'it is native, else fp32 (the log says which)')
+    parser.add_argument('--amp-dtype', choices=('auto', 'fp16', 'bf16'), default='auto',
+                        help='with --amp: force fp16 or bf16 instead of the automatic choice')
     parser.add_argument('--auto-scale-lr', action='store_true',
                         help='scale the learning rate by the actual batch size')
     return parser.parse_args(argv)
@@ -34,7 +38,7 @@ def main(argv=None):
     add_rng_state_hook(cfg)  # checkpoints carry RNG states, so --resume is exact
     if args.amp:
         from ufo_mm.engine import enable_amp
-        enable_amp(cfg)
+        enable_amp(cfg, args.amp_dtype)
     if args.auto_scale_lr:
         if 'auto_scale_lr' not in cfg or 'base_batch_size' not in cfg.auto_scale_lr:
             raise ValueError('--auto-scale-lr needs auto_scale_lr.base_batch_size in the config')

@@ -76,10 +76,41 @@ class AutoPrecisionOptimWrapper(BF16AutocastOptimWrapper):
         super().__init__(*args, only_if_native=True, **kwargs)
 
 
-def enable_amp(cfg) -> str:
-    """Switch ``cfg.optim_wrapper`` to mixed precision for this machine:
-    fp16 ``AmpOptimWrapper`` with dynamic loss scale on GPU; on CPU bf16
-    autocast where bf16 is native, else plain fp32 ``OptimWrapper`` (logged).
+#: ``--amp-dtype`` names -> what AmpOptimWrapper's ``dtype`` takes
+AMP_DTYPES = {'fp16': 'float16', 'bf16': 'bfloat16'}
+
+
+def cuda_amp_dtype(requested: str = 'auto') -> tuple:
+    """(AmpOptimWrapper dtype, why) on this machine's GPU: 'auto' takes bf16
+    where ``torch.cuda.is_bf16_supported()`` (Ampere and later) and fp16 with
+    dynamic loss scaling elsewhere; 'fp16' / 'bf16' force one (bf16 on a GPU
+    without it raises)."""
+    if requested not in ('auto',) + tuple(AMP_DTYPES):
+        raise ValueError(f"amp dtype must be 'auto', 'fp16' or 'bf16', got {requested!r}")
+    name = torch.cuda.get_device_name()
+    bf16 = torch.cuda.is_bf16_supported()
+    if requested == 'bf16' and not bf16:
+        raise ValueError(f'--amp-dtype bf16: {name} does not support bf16 '
+                         '(torch.cuda.is_bf16_supported() is False); use fp16')
+    if requested == 'auto':
+        requested = 'bf16' if bf16 else 'fp16'
+        why = f'{name} {"supports" if bf16 else "lacks"} bf16'
+    else:
+        why = 'asked for'
+    return AMP_DTYPES[requested], why
+
+
+def enable_amp(cfg, dtype: str = 'auto') -> str:
+    """Switch ``cfg.optim_wrapper`` to mixed precision for this machine, with
+    one log line saying which:
+
+    - on a GPU, mmengine's ``AmpOptimWrapper``: bf16 autocast where the GPU
+      has it, else fp16; with ``dtype`` 'fp16' or 'bf16' that one. Loss
+      scaling is dynamic unless the config sets ``loss_scale``;
+    - on the CPU, bf16 autocast where bf16 is native, else plain fp32
+      ``OptimWrapper`` (``dtype`` 'bf16' forces bf16 autocast; 'fp16' is
+      refused: CPU autocast in fp16 is neither fast nor safe).
+
     Returns the wrapper type chosen."""
     wrapper = cfg.optim_wrapper
     if wrapper.get('type', 'OptimWrapper') not in ('OptimWrapper', 'AmpOptimWrapper',
@@ -87,13 +118,24 @@ def enable_amp(cfg) -> str:
                                                    'AutoPrecisionOptimWrapper'):
         raise ValueError(f'--amp cannot convert optim_wrapper type {wrapper.type!r}')
     if torch.cuda.is_available():
+        amp_dtype, why = cuda_amp_dtype(dtype)
         wrapper.type = 'AmpOptimWrapper'
+        wrapper.dtype = amp_dtype
         wrapper.setdefault('loss_scale', 'dynamic')
+        print_log(f'--amp on CUDA: AmpOptimWrapper in {amp_dtype} ({why}), loss scale '
+                  f'{wrapper.loss_scale}', logger='current')
     else:
         wrapper.pop('loss_scale', None)
-        dtype, why = cpu_features.default_cpu_dtype()
+        wrapper.pop('dtype', None)
+        if dtype == 'fp16':
+            raise ValueError('--amp-dtype fp16 needs a GPU; on the CPU --amp uses bf16 '
+                             'where it is native')
+        if dtype == 'bf16':
+            cpu, why = torch.bfloat16, f'bf16 asked for ({cpu_features.bf16_status()})'
+        else:
+            cpu, why = cpu_features.default_cpu_dtype()
         print_log(f'--amp: {why}', logger='current')
-        wrapper.type = 'BF16AutocastOptimWrapper' if dtype == torch.bfloat16 else 'OptimWrapper'
+        wrapper.type = 'BF16AutocastOptimWrapper' if cpu == torch.bfloat16 else 'OptimWrapper'
     if wrapper.type != 'BF16AutocastOptimWrapper':  # its own arguments
         wrapper.pop('only_if_native', None)
         wrapper.pop('device_type', None)

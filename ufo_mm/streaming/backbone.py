@@ -16,17 +16,29 @@ holds only the token tensor whole:
 
 Only UFO attention streams this way (its k^T v is a sum over tokens);
 softmax and XCA attention do not.
+
+The bands are computed on the backbone's device. The whole token tensors
+live in a :class:`.tokens.TokenStore`: on that device, or on a GPU's host
+(pinned) when they do not fit in its memory (``token_device``).
 """
-from typing import Callable, List, Optional
+from typing import Callable, List, Optional, Union
 
 import torch
 import torch.nn.functional as F
 
 from ..models.ufo_vit import UFOViT
 from . import bands
+from .tokens import TokenStore, choose_place, resolve_place
 
-#: tokens per band of the blocks (a few MB per band tensor at C = 384)
+#: tokens per band of the blocks on the CPU (a few MB per band tensor at C = 384)
 TOKENS_PER_BAND = 8192
+#: tokens per band on a GPU: bands large enough to keep it busy (0.4 GB per
+#: (N, C) float32 band at C = 384, 1.6 GB for the MLP's hidden band)
+TOKENS_PER_BAND_CUDA = 1 << 18
+
+
+def default_tokens_per_band(device: torch.device) -> int:
+    return TOKENS_PER_BAND_CUDA if torch.device(device).type == 'cuda' else TOKENS_PER_BAND
 
 
 def _tokens(x: torch.Tensor) -> torch.Tensor:
@@ -56,11 +68,20 @@ class StreamedUFOViT:
             the unstreamed model's.
         tick: called with no argument after each unit of work (a band of a
             pass), for progress reports; :meth:`work` says how many there are.
+        token_device: where the whole token tensors live: 'auto' (default:
+            on the backbone's device, except on a GPU whose free memory they
+            do not fit: then in pinned host memory), the backbone's device,
+            or 'cpu' (on a GPU: pinned host memory, each band copied in and
+            its result copied back, overlapped with the computation).
+            None: 'auto'.
+
+    The bands are computed on the backbone's device (its parameters').
     """
 
-    def __init__(self, backbone: UFOViT, tokens_per_band: int = TOKENS_PER_BAND,
+    def __init__(self, backbone: UFOViT, tokens_per_band: Optional[int] = None,
                  tick: Optional[Callable[[], None]] = None,
-                 token_dtype: Optional[torch.dtype] = None):
+                 token_dtype: Optional[torch.dtype] = None,
+                 token_device: Union[str, torch.device, None] = None):
         if not isinstance(backbone, UFOViT):
             raise TypeError(f'streamed inference needs a UFOViT backbone, got '
                             f'{type(backbone).__name__}')
@@ -70,11 +91,21 @@ class StreamedUFOViT:
         if backbone.training:
             raise RuntimeError('streamed inference needs the backbone in eval mode')
         self.m = backbone
-        self.tokens_per_band = tokens_per_band
+        self.device = next(backbone.parameters()).device
+        self.tokens_per_band = tokens_per_band or default_tokens_per_band(self.device)
+        self.token_place = resolve_place(token_device, self.device)
+        self.store: Optional[TokenStore] = None
         self.tick = tick or (lambda: None)
         if token_dtype not in (None, torch.float32, torch.bfloat16, torch.float16):
             raise ValueError(f'token_dtype must be float32, bfloat16 or float16, got {token_dtype}')
         self.token_dtype = token_dtype
+
+    def token_bytes(self, image_size, batch: int = 1) -> int:
+        """Bytes of the token tensors held at once: the four kept outputs and
+        the block being computed."""
+        Hp, Wp = self.grid(image_size)
+        item = torch.finfo(self.token_dtype or torch.float32).bits // 8
+        return (len(self.m.out_indices) + 1) * batch * Hp * Wp * self.m.embed_dims * item
 
     def grid(self, image_size):
         p = self.m.patch_size
@@ -96,6 +127,8 @@ class StreamedUFOViT:
         """The pyramid (strides 4, 8, 16, 32) of ``image``, a node of
         (B, channels, H, W) normalised pixels, as band nodes."""
         self.m.check_geometry(channels, image.height, image.width)
+        place = choose_place(self.token_bytes(image.size), self.device, self.token_place)
+        self.store = TokenStore(self.device, place, self.token_dtype)
         x, (Hp, Wp) = self.embed(image)
         feats = []
         for i, blk in enumerate(self.m.blocks):
@@ -119,9 +152,8 @@ class StreamedUFOViT:
         def sink(a, b, rows):
             nonlocal tokens
             if tokens is None:
-                tokens = rows.new_empty((rows.shape[0], Hp * Wp, rows.shape[1]),
-                                        dtype=self.token_dtype or rows.dtype)
-            tokens[:, a * Wp:b * Wp] = _tokens(rows)
+                tokens = self.store.empty(rows.shape[0], Hp * Wp, rows.shape[1])
+            self.store.write(tokens, a * Wp, b * Wp, _tokens(rows))
             self.tick()
         bands.evaluate(emb, self.band_rows(Wp), sink)
         return tokens, (Hp, Wp)
@@ -139,10 +171,12 @@ class StreamedUFOViT:
         w_q, w_kv = attn.qkv.weight[:C], attn.qkv.weight[C:]
         b_q, b_kv = (None, None) if attn.qkv.bias is None else (attn.qkv.bias[:C],
                                                                 attn.qkv.bias[C:])
+        store = self.store
+        store.barrier()  # the reads below see the last pass's writes
         # pass 1: k^T v over all tokens
         kv = None
         for a in range(0, Hp, R):
-            t = x[:, a * Wp:min(a + R, Hp) * Wp].float()
+            t = store.read(x, a * Wp, min(a + R, Hp) * Wp)
             B, n, _ = t.shape
             k, v = F.linear(blk.norm1(t), w_kv, b_kv).reshape(B, n, 2, h, C // h) \
                 .permute(2, 0, 3, 1, 4).unbind(0)
@@ -163,7 +197,7 @@ class StreamedUFOViT:
             return _grid(blk.norm3(_tokens(rows)), rows.shape[2], Wp)
 
         lpi = blk.local_mp
-        x_node = bands.Tensor(_grid(x, Hp, Wp))
+        x_node = self.rows_of(x, Hp, Wp)
         a_node = bands.Map(attention, x_node)
         conv1 = bands.Conv(lpi.conv1, bands.Map(lpi_in, a_node),
                            post=lambda y: lpi.bn(lpi.act(y)))
@@ -174,13 +208,22 @@ class StreamedUFOViT:
             t = blk.residual(t, blk.gamma2, blk.mlp(blk.norm2(t)))
             return _grid(t, rows.shape[2], Wp)
         out_node = bands.Map(lpi_mlp, a_node, conv2)
-        out = x if in_place else torch.empty_like(x)
+        out = x if in_place else store.empty(*x.shape)
 
         def sink(a, b, rows):
-            out[:, a * Wp:b * Wp] = _tokens(rows)
+            store.write(out, a * Wp, b * Wp, _tokens(rows))
             self.tick()
         bands.evaluate(out_node, R, sink)
         return out
+
+    def rows_of(self, t: torch.Tensor, Hp: int, Wp: int) -> bands.Node:
+        """Token rows of a stored (B, Hp * Wp, C) tensor as a node of float32
+        (B, C, rows, Wp) maps on the computing device. In place on the device
+        (float32 storage): a view of the tensor itself, held whole."""
+        if not self.store.host and t.dtype == torch.float32:
+            return bands.Tensor(_grid(t, Hp, Wp))
+        return bands.Source(lambda a, b: _grid(self.store.read(t, a * Wp, b * Wp), b - a, Wp),
+                            (Hp, Wp))
 
     def pyramid(self, feats, Hp, Wp, image_size) -> List[bands.Node]:
         """Band nodes of the four adapters on the kept block outputs, cropped
@@ -188,11 +231,9 @@ class StreamedUFOViT:
         m = self.m
         nodes = []
         adapters = (m.fpn1, m.fpn2, m.fpn3, m.fpn4)
+        self.store.barrier()
         for adapter, f, size in zip(adapters, feats, m.pyramid_sizes(image_size)):
-            node = bands.Tensor(_grid(f, Hp, Wp))
-            if f.dtype != torch.float32:
-                node = bands.Map(lambda rows: rows.float(), node)
-            node = bands.module_node(adapter, node)
+            node = bands.module_node(adapter, self.rows_of(f, Hp, Wp))
             if node.size != tuple(size):
                 node = bands.Crop(node, size)
             nodes.append(node)

@@ -391,10 +391,11 @@ class Resize(Node):
         i0, i1, lam = self._index(a, b)
         lo, hi = self.needs(a, b)[0]
         x = self._resize_width(self.fetch(0, lo, hi).contiguous())
+        i0 = (i0 - lo).to(x.device)  # the index arithmetic runs on the CPU
         if i1 is None:
-            return x[:, :, i0 - lo]
-        lam = lam.to(x.dtype).view(1, 1, -1, 1)
-        return x[:, :, i0 - lo] * (1 - lam) + x[:, :, i1 - lo] * lam
+            return x[:, :, i0]
+        lam = lam.to(x.device, x.dtype).view(1, 1, -1, 1)
+        return x[:, :, i0] * (1 - lam) + x[:, :, (i1 - lo).to(x.device)] * lam
 
 
 class Crop(Node):

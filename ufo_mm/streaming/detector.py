@@ -9,8 +9,8 @@ detections are those of mode 'whole'. mmdet's ``tools/test.py`` evaluates
 with it::
 
     model = dict(type='StreamingMaskRCNN',
-                 test_cfg=dict(mode='stream', band_rows=None, tokens_per_band=8192,
-                               token_dtype=None, mask_format='bitmap',
+                 test_cfg=dict(mode='stream', band_rows=None, tokens_per_band=None,
+                               token_dtype=None, token_device='auto', mask_format='bitmap',
                                rpn=..., rcnn=...))
 
 ``mask_format='rle'`` gives each instance's mask as a COCO RLE (what mmdet's
@@ -29,23 +29,27 @@ from mmdet.structures.bbox import bbox2roi
 from pycocotools import mask as mask_util
 
 from . import bands, heads
-from .backbone import TOKENS_PER_BAND, StreamedUFOViT
+from .backbone import StreamedUFOViT
 from .predict import Progress, array_source, tensor_source, token_dtype
 
-STREAM_KEYS = ('mode', 'band_rows', 'tokens_per_band', 'token_dtype', 'mask_format')
+STREAM_KEYS = ('mode', 'band_rows', 'tokens_per_band', 'token_dtype', 'token_device',
+               'mask_format')
 #: bytes of one band of the finest FPN level (the band height follows from it)
 FEATURE_BAND_BYTES = 64 << 20
 
 
 def stream_features(detector, image: bands.Node, channels: int,
-                    band_rows: Optional[int] = None, tokens_per_band: int = TOKENS_PER_BAND,
-                    token_dtype: Optional[torch.dtype] = None, progress=None):
+                    band_rows: Optional[int] = None, tokens_per_band: Optional[int] = None,
+                    token_dtype: Optional[torch.dtype] = None, progress=None,
+                    token_device=None):
     """(FPN levels, RPN objectness per level, RPN box deltas per level) of
     ``image`` (a band node of normalised pixels): the tensors mmdet's
     ``extract_feat`` and ``rpn_head.forward`` give, computed in bands of
     ``band_rows`` rows of the finest level (default: 64 MB of it).
-    ``progress(done, total)``: called as the work advances."""
-    streamed = StreamedUFOViT(detector.backbone, tokens_per_band, token_dtype=token_dtype)
+    ``progress(done, total)``: called as the work advances. ``token_device``:
+    where the backbone's token tensors live (:class:`.backbone.StreamedUFOViT`)."""
+    streamed = StreamedUFOViT(detector.backbone, tokens_per_band, token_dtype=token_dtype,
+                              token_device=token_device)
     name = type(detector.neck).__name__ if detector.with_neck else None
     if name != 'FPN':
         raise NotImplementedError(f'neck {name} does not stream; supported: FPN')
@@ -115,7 +119,7 @@ def masks_as_rle(mask_head, mask_preds: torch.Tensor, results, img_meta: dict,
     for i in range(len(probs)):
         crop, (rows, cols) = _do_paste_mask(probs[i:i + 1], bboxes[i:i + 1], img_h, img_w,
                                             skip_empty=True)
-        crop = (crop[0] >= threshold).numpy()
+        crop = (crop[0] >= threshold).cpu().numpy()
         rles.append(column_strip_rle(crop, rows, cols, img_h, img_w))
     return rles
 
@@ -156,8 +160,8 @@ class StreamingMaskRCNN(MaskRCNN):
         cfg = self._stream_cfg() or {}
         feats, scores, deltas = stream_features(
             self, image, channels, cfg.get('band_rows'),
-            cfg.get('tokens_per_band', TOKENS_PER_BAND), token_dtype(cfg.get('token_dtype')),
-            progress)
+            cfg.get('tokens_per_band'), token_dtype(cfg.get('token_dtype')),
+            progress, cfg.get('token_device'))
         if sample.get('proposals', None) is None:
             proposals = self.rpn_head.predict_by_feat(scores, deltas,
                                                       batch_img_metas=[sample.metainfo],
@@ -191,20 +195,22 @@ class StreamingMaskRCNN(MaskRCNN):
 
 def detect_large(model, image_bgr: np.ndarray, band_rows: Optional[int] = None,
                  progress: Optional[Callable[[int, int], None]] = None,
-                 tokens_per_band: int = TOKENS_PER_BAND,
-                 token_dtype: Optional[torch.dtype] = None):
+                 tokens_per_band: Optional[int] = None,
+                 token_dtype: Optional[torch.dtype] = None, token_device=None):
     """Detections (mmdet's ``InstanceData``: bboxes, scores, labels, and the
     masks as COCO RLE) of ``image_bgr`` ((H, W, 3) uint8, BGR as mmdet's
     ``LoadImageFromFile`` gives), at its own size, by a
     :class:`StreamingMaskRCNN` (e.g. from ``mmdet.apis.init_detector``).
     The same detections as mode stream (and, up to float rounding, whole) on
     the unresized image; the normalised image is made band by band, never
-    whole (see docs/large_images.md)."""
+    whole (see docs/large_images.md). On a GPU the bands are computed there
+    (mmdet's RoI heads need mmcv's CUDA ops then)."""
     from mmdet.structures import DetDataSample
     if not isinstance(model, StreamingMaskRCNN):
         raise TypeError(f'detect_large needs a StreamingMaskRCNN, got {type(model).__name__}')
     model.eval()
-    source, padded = array_source(image_bgr, model.data_preprocessor)
+    source, padded = array_source(image_bgr, model.data_preprocessor,
+                                  next(model.parameters()).device)
     H, W = image_bgr.shape[:2]
     sample = DetDataSample(metainfo=dict(
         img_shape=(H, W), ori_shape=(H, W), pad_shape=padded, batch_input_shape=padded,
@@ -212,7 +218,7 @@ def detect_large(model, image_bgr: np.ndarray, band_rows: Optional[int] = None,
     saved = model.test_cfg
     model.test_cfg = dict(saved or {}, mode='stream', mask_format='rle',
                           band_rows=band_rows, tokens_per_band=tokens_per_band,
-                          token_dtype=token_dtype)
+                          token_dtype=token_dtype, token_device=token_device)
     try:
         with torch.no_grad():
             model.predict_one(source, image_bgr.shape[2], sample, rescale=True,

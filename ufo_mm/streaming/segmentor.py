@@ -4,8 +4,8 @@ bands (:mod:`.predict`), the same labels as mode 'whole' at any size that
 fits the label map. mmseg's own ``tools/test.py`` evaluates with it::
 
     model = dict(type='StreamingEncoderDecoder',
-                 test_cfg=dict(mode='stream', band_rows=None, tokens_per_band=8192,
-                               return_logits=False))
+                 test_cfg=dict(mode='stream', band_rows=None, tokens_per_band=None,
+                               return_logits=False, token_device='auto'))
 
 Other modes ('whole', 'slide') and training are mmseg's, unchanged; the
 state dict is EncoderDecoder's, so its checkpoints load either way.
@@ -21,9 +21,10 @@ from mmengine.structures import PixelData
 from mmseg.models.segmentors import EncoderDecoder
 from mmseg.structures import SegDataSample
 
-from .predict import TOKENS_PER_BAND, predict, tensor_source, token_dtype
+from .predict import predict, tensor_source, token_dtype
 
-STREAM_KEYS = ('mode', 'band_rows', 'tokens_per_band', 'return_logits', 'token_dtype')
+STREAM_KEYS = ('mode', 'band_rows', 'tokens_per_band', 'return_logits', 'token_dtype',
+               'token_device')
 
 
 class StreamingEncoderDecoder(EncoderDecoder):
@@ -65,6 +66,7 @@ class StreamingEncoderDecoder(EncoderDecoder):
         cfg = self.test_cfg
         labels, logits = predict(
             self, tensor_source(inputs, self.backbone.check_finite), inputs.shape[1],
-            meta or None, cfg.get('band_rows'), cfg.get('tokens_per_band', TOKENS_PER_BAND),
-            with_logits=with_logits, token_dtype=token_dtype(cfg.get('token_dtype')))
+            meta or None, cfg.get('band_rows'), cfg.get('tokens_per_band'),
+            with_logits=with_logits, token_dtype=token_dtype(cfg.get('token_dtype')),
+            token_device=cfg.get('token_device'), labels_device=inputs.device)
         return labels, logits
