@@ -83,6 +83,9 @@ def test_seg_demo_precision_follows_the_cpu(monkeypatch, native):
 
     from ufo_mm.engine import amp
     monkeypatch.setattr(cpu_features, 'bf16_native', lambda: native)
+    # the status line too, so the test means the same on CPUs of either kind
+    monkeypatch.setattr(cpu_features, 'bf16_status',
+                        lambda: f'bf16 is {"" if native else "not "}native on this CPU (faked)')
     messages = []
     monkeypatch.setattr(amp, 'print_log', lambda msg, *a, **k: messages.append(msg))
     cfg = Config.fromfile(str(DEMO_SEG))

@@ -78,6 +78,11 @@ def parse_args(argv=None):
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
+    from ufo_mm.devices import DeviceError, resolve_device
+    try:
+        resolve_device(args.device)
+    except DeviceError as e:
+        raise SystemExit(f'infer_highres: {e}')
     if args.single:  # child: one input, one JSON line on stdout
         row = run_one(args.config, args.checkpoint, args.out_dir, size=args.sizes[0],
                       image_path=(args.images or [None])[0], cfg_options=args.cfg_options,

@@ -36,7 +36,12 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
+    from ufo_mm.devices import DeviceError, resolve_device
     from ufo_mm.visualization.seg_pictures import load_segmentor, split_files, write_seg_pictures
+    try:
+        args.device = str(resolve_device(args.device))
+    except DeviceError as e:
+        raise SystemExit(f'seg_pictures: {e}')
     model = load_segmentor(args.config, args.checkpoint, device=args.device,
                            cfg_options=args.cfg_options)
     if args.images:

@@ -53,10 +53,27 @@ def choose_place(token_bytes: int, compute: torch.device, place: str = 'auto',
     memory with ``headroom`` to spare, else 'host' (pinned)."""
     if compute.type != 'cuda':
         return 'compute'
-    if place != 'auto':
-        return place
-    free, _ = torch.cuda.mem_get_info(compute)
-    return 'compute' if token_bytes + headroom <= free else 'host'
+    if place == 'auto':
+        free, _ = torch.cuda.mem_get_info(compute)
+        place = 'compute' if token_bytes + headroom <= free else 'host'
+    if place == 'host':
+        check_host_memory(token_bytes)
+    return place
+
+
+def check_host_memory(token_bytes: int):
+    """Refuse, naming the sizes, token tensors larger than the host's available
+    memory (pinned memory cannot be paged out)."""
+    try:
+        import psutil
+    except ImportError:  # nothing to check with
+        return
+    available = psutil.virtual_memory().available
+    if token_bytes > available:
+        raise MemoryError(f'the streamed token tensors need {token_bytes / 2**30:.1f} GiB, more '
+                          f'than the GPU has free and than the host has available '
+                          f'({available / 2**30:.1f} GiB); store them in half the memory with '
+                          "token_dtype bf16 (--token-dtype bf16)")
 
 
 class TokenStore:
