@@ -1,6 +1,6 @@
 """The documentation names only what the repository has.
 
-README.md and docs/**/*.md:
+README.md, docs/**/*.md and the model zoo's configs/**/README.md:
 - every relative link and image ``[text](target)`` points at a file or folder
   of the repository, and a ``#fragment`` into a Markdown file at one of its
   headings (GitHub's anchors);
@@ -28,7 +28,8 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-DOCS = sorted([REPO / 'README.md'] + list((REPO / 'docs').rglob('*.md')))
+DOCS = sorted([REPO / 'README.md'] + list((REPO / 'docs').rglob('*.md')) +
+              list((REPO / 'configs').rglob('README.md')))  # the model zoo's pages
 TOP_DIRS = ('ufo_mm', 'tools', 'configs', 'docs', 'tests', 'requirements')
 CODE_DIRS = ('ufo_mm', 'tools', 'configs', 'tests')
 CODE_SUFFIXES = ('.py', '.sh', '.cfg')
