@@ -363,7 +363,7 @@ def test_errors_while_writing_leave_nothing(tmp_path):
 
 def test_rasters_need_no_torch():
     """The module (and read_image's module, which it uses) import without
-    torch and mmengine: ``ufo_mm/__init__`` (which registers the models) is
+    torch and mmengine: ``ufo_mm/__init__.py`` (which registers the models) is
     bypassed here to show it."""
     root = Path(__file__).resolve().parents[2]
     code = ('import sys, types; package = types.ModuleType("ufo_mm"); '
