@@ -33,10 +33,13 @@ MMCV_VERSION="$(pinned mmcv)"
 MMPRETRAIN_VERSION="$(pinned mmpretrain)"
 TIMM_VERSION="$(pinned timm)"
 SAHI_VERSION="$(pinned sahi)"
+RASTERIO_VERSION="$(pinned rasterio)"
 CACHE="${UFO_MM_WHEEL_CACHE:-$HOME/.cache/ufo_mm/wheels}/torch-$TORCH_VERSION"
-export TORCH_VERSION TORCHVISION_VERSION MMCV_VERSION MMPRETRAIN_VERSION TIMM_VERSION SAHI_VERSION
-# the package's extras this stack takes (setup.cfg): pretraining with mmpretrain, and timm
-EXTRAS="dev${MMPRETRAIN_VERSION:+,pretrain}${TIMM_VERSION:+,pretrain-dev}"
+export TORCH_VERSION TORCHVISION_VERSION MMCV_VERSION MMPRETRAIN_VERSION TIMM_VERSION SAHI_VERSION \
+  RASTERIO_VERSION
+# the package's extras this stack takes (setup.cfg): pretraining with mmpretrain, timm, and
+# rasterio (GDAL) for Cloud Optimized GeoTIFF labels and the GeoTIFF tests
+EXTRAS="dev${MMPRETRAIN_VERSION:+,pretrain}${TIMM_VERSION:+,pretrain-dev}${RASTERIO_VERSION:+,geo}"
 
 step() { echo "[setup_env] $*"; }
 fail() { echo "[setup_env] FAILED at step: $CURRENT_STEP" >&2; }
@@ -65,7 +68,7 @@ if os.environ["TORCHVISION_VERSION"]:
     assert torchvision.__version__.split("+")[0] == os.environ["TORCHVISION_VERSION"]
 else:
     assert importlib.util.find_spec("torchvision") is None, "torchvision must not be installed"
-for name in ("mmpretrain", "timm", "sahi"):  # at the pinned version where the stack pins it
+for name in ("mmpretrain", "timm", "sahi", "rasterio"):  # at the pinned version where the stack pins it
     if os.environ[name.upper() + "_VERSION"]:
         assert importlib.import_module(name).__version__ == os.environ[name.upper() + "_VERSION"]
 spec = importlib.util.find_spec("ufo_mm")
