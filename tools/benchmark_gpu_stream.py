@@ -3,7 +3,7 @@ against streamed, from 2048 up to 32768 px (and 65536 if asked), with time,
 peak GPU memory, peak host memory and label agreement
 (``ufo_mm.benchmark.gpu_stream``).
 
-    python tools/benchmark_gpu_stream.py --out-dir docs/gpu
+    python tools/benchmark_gpu_stream.py --out-dir work_dirs/gpu_stream
     python tools/benchmark_gpu_stream.py --sides 2048 4096 32768 65536 --token-dtype bf16
 
 Writes gpu_stream.csv, gpu_stream.md and gpu_stream.png to --out-dir; one
