@@ -6,6 +6,9 @@
 #   bash tools/device_check.sh prepare        # HERE (network): .whl/ with every wheel it needs
 #   bash tools/device_check.sh install        # THERE: install .whl/ into /tmp/site, check imports
 #   bash tools/device_check.sh tests          # THERE: install, then the CUDA tests
+#   bash tools/device_check.sh smoke          # THERE: install, then tools/infer_large.py --device
+#                                             #   cuda:0 (tokens on the GPU and on the host) and
+#                                             #   streamed UperNet at 2048 / 8192 / 32768
 #   bash tools/device_check.sh bench [ARGS]   # THERE: install, then the GPU benchmark and
 #                                             #   streamed UperNet / Semantic FPN up to 32768
 #   bash tools/device_check.sh all            # THERE: install, tests, bench
@@ -110,12 +113,41 @@ PYEOF
 tests() {
   mkdir -p "$OUT"
   set +e
-  PYTHONUNBUFFERED=1 python3 -m pytest -p no:cacheprovider -q -m cuda -o addopts="" \
-    tests 2>&1 | tee "$OUT/cuda_tests.log"
+  PYTHONUNBUFFERED=1 python3 -m pytest -p no:cacheprovider -q -rs -m cuda -o addopts="" \
+    tests/cuda 2>&1 | tee "$OUT/cuda_tests.log"
   local rc=${PIPESTATUS[0]}
   set -e
   echo "[device_check] CUDA tests exit code $rc" | tee -a "$OUT/cuda_tests.log"
   return 0
+}
+
+smoke() {
+  mkdir -p "$OUT/smoke"
+  local dir
+  dir="$(mktemp -d)"
+  # a random-weight UperNet S12/16 checkpoint and a 3000 x 4000 scene, then the command line
+  python3 - "$dir" <<'PYEOF'
+import sys
+import cv2, torch
+from ufo_mm.benchmark.gpu_stream import CONFIGS, build_segmentor, random_image
+d = sys.argv[1]
+model = build_segmentor('upernet_s12', torch.device('cpu'))
+torch.save({'state_dict': model.state_dict()}, f'{d}/upernet_random.pth')
+cv2.imwrite(f'{d}/scene.png', random_image(4000)[:3000])
+PYEOF
+  local cfg=configs/ufo_vit/upernet/upernet_ufo-vit-s12-p16_8xb2-160k_ade20k-512x512.py
+  for where in auto cpu; do
+    PYTHONUNBUFFERED=1 python3 tools/infer_large.py "$cfg" "$dir/upernet_random.pth" \
+      "$dir/scene.png" --device "${SMOKE_DEVICE:-cuda:0}" --token-device "$where" --out-dir "$dir/out_$where" \
+      2>&1 | tail -n 2 | tee -a "$OUT/smoke/infer_large.log"
+  done
+  python3 -c "import cv2, sys; a, b = (cv2.imread(p, cv2.IMREAD_UNCHANGED) for p in sys.argv[1:]); \
+print('[device_check] labels with tokens on the GPU and on the host equal:', (a == b).all())" \
+    "$dir/out_auto/scene_labels.png" "$dir/out_cpu/scene_labels.png" | tee -a "$OUT/smoke/infer_large.log"
+  PYTHONUNBUFFERED=1 python3 tools/benchmark_gpu_stream.py --models upernet_s12 \
+    --sides 2048 8192 32768 --precisions tf32 --whole-max-side 4096 --time-budget-s 150 \
+    --out-dir "$OUT/smoke" 2>&1 | tee "$OUT/smoke/gpu_stream.log" || true
+  rm -rf "$dir"
 }
 
 bench() {
@@ -130,6 +162,7 @@ case "$STEP" in
   prepare) prepare ;;
   install) install ;;
   tests) install; tests ;;
+  smoke) install; smoke ;;
   bench) install; bench "$@" ;;
   all) install; tests; bench "$@" ;;
   *) echo "usage: bash tools/device_check.sh prepare|install|tests|bench|all" >&2; exit 2 ;;
