@@ -59,12 +59,22 @@ FLOPs here are FLOPs (2 per multiply-add), counted by
 The measuring logic is ``ufo_mm.benchmark`` (zoo, measure, isolation, runner,
 report); this file is its command line.
 
+``--device cuda`` (or ``cuda:N``) runs the GPU benchmark instead,
+``ufo_mm.benchmark.gpu`` (its docstring says what it measures; its options:
+``--device cuda --help``): UFO-ViT-S12/16 against Swin-T and XCiT-S12/16,
+forward and training step, fp32/tf32/bf16/fp16, eager and ``torch.compile``,
+CUDA-event timing and the allocator's peak memory; gpu_benchmark.csv,
+gpu_benchmark_tables.md, gpu_benchmark.png in ``--out-dir``. Without a
+usable GPU it stops at once with a one-line error.
+
 Usage:
     python tools/benchmark.py --out-dir docs/performance  # full run; leave the machine idle
     python tools/benchmark.py --quick --out-dir /tmp/bench         # smoke run
     python tools/benchmark.py --models ufo_s12 swin_t --sizes 1024 --precisions fp32
     python tools/benchmark.py --models ufo_s12 swin_t --sizes 512 --compile
     python tools/benchmark.py --train-only --train-sizes 512:2 --repeats 3
+    python tools/benchmark.py --device cuda --out-dir work_dirs/gpu_benchmark  # GPU benchmark
+    python tools/benchmark.py --device cuda --quick --out-dir /tmp/gpu_bench   # GPU smoke run
 """
 import argparse
 import os
@@ -81,6 +91,9 @@ from ufo_mm.benchmark.zoo import BACKBONES, FULL_MODELS, MODELS, TRAIN_MODELS  #
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument('--device', default='cpu',
+                   help="'cpu' (default): this benchmark; 'cuda' or 'cuda:N': the GPU "
+                        "benchmark (ufo_mm.benchmark.gpu; its options: --device cuda --help)")
     p.add_argument('--models', nargs='+', default=BACKBONES + FULL_MODELS,
                    choices=list(MODELS), help='cases to run (default: all)')
     p.add_argument('--sizes', nargs='+', default=['512', '1024', '1536', '2048'],
@@ -145,7 +158,30 @@ def parse_args(argv=None):
     return args
 
 
+def gpu_requested(argv) -> bool:
+    """Whether ``argv`` asks for the GPU benchmark: ``--device`` other than cpu,
+    or the CPU dry run of its plumbing (``--gpu-plan``)."""
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument('--device', default='cpu')
+    pre.add_argument('--gpu-plan', action='store_true')
+    known, _ = pre.parse_known_args(argv)
+    return known.device != 'cpu' or known.gpu_plan
+
+
+def main_gpu(argv):
+    """The GPU benchmark (ufo_mm.benchmark.gpu); a device that cannot run it
+    ends the program with one line on stderr and exit status 1."""
+    from ufo_mm.benchmark import gpu
+    try:
+        return gpu.run_gpu_benchmark(gpu.parse_args(argv))
+    except gpu.DeviceUnavailable as e:
+        sys.exit(f'benchmark: {e}')
+
+
 def main(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if gpu_requested(argv):
+        return main_gpu(argv)
     args = parse_args(argv)
     os.makedirs(args.out_dir, exist_ok=True)
     benchmark = Benchmark(args)

@@ -8,6 +8,9 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
+
+from tests.tools.scripts import run
 
 REPO = Path(__file__).resolve().parents[2]
 COLUMNS = ['model', 'label', 'kind', 'mode', 'precision', 'compiled', 'with_cp', 'height',
@@ -121,3 +124,25 @@ def test_train_rows_with_and_without_cp_interleaved(quick_run):
     assert 'interleaved train fp32 64x64 batch 2: UFO-ViT-T12/16' in stdout
     tables = (out / 'benchmark_tables.md').read_text()
     assert '| UFO-ViT-T12/16 +cp | 64x64 | 2 |' in tables
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason='checks the error without a GPU')
+def test_device_cuda_without_gpu_stops_with_one_line(tmp_path):
+    env = dict(os.environ, OMP_NUM_THREADS='1', PYTHONPATH=str(REPO))
+    proc = subprocess.run([sys.executable, 'tools/benchmark.py', '--device', 'cuda',
+                           '--out-dir', str(tmp_path / 'gpu')], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0
+    assert proc.stderr.startswith('benchmark: --device cuda: torch.cuda.is_available() is False')
+    assert proc.stderr.count('\n') == 1 and 'Traceback' not in proc.stderr
+    assert not (tmp_path / 'gpu').exists()
+
+
+def test_gpu_benchmark_dry_run_on_the_cpu(tmp_path):
+    """--device cpu --gpu-plan: the GPU benchmark's path with wall-clock timers."""
+    out = run(['tools/benchmark.py', '--device', 'cpu', '--gpu-plan', '--quick', '--models',
+               'ufo_s12', '--sizes', '64', '--no-compile', '--out-dir', tmp_path])
+    assert 'plan: 2 cases' in out and 'DRY RUN' in out
+    for name in ('gpu_benchmark.csv', 'gpu_benchmark_tables.md', 'gpu_benchmark.png',
+                 'gpu_benchmark_log.txt'):
+        assert (tmp_path / name).exists()
