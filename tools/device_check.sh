@@ -114,7 +114,7 @@ tests() {
   mkdir -p "$OUT"
   set +e
   PYTHONUNBUFFERED=1 python3 -m pytest -p no:cacheprovider -q -rs -m cuda -o addopts="" \
-    tests/cuda 2>&1 | tee "$OUT/cuda_tests.log"
+    tests/cuda "$@" 2>&1 | tee "$OUT/cuda_tests.log"
   local rc=${PIPESTATUS[0]}
   set -e
   echo "[device_check] CUDA tests exit code $rc" | tee -a "$OUT/cuda_tests.log"
@@ -151,19 +151,30 @@ print('[device_check] labels with tokens on the GPU and on the host equal:', (a 
 }
 
 bench() {
-  mkdir -p "$OUT"
-  PYTHONUNBUFFERED=1 python3 tools/benchmark.py --device cuda --out-dir "$OUT" "$@" 2>&1 \
-    | tee "$OUT/gpu_benchmark.log" || true
-  PYTHONUNBUFFERED=1 python3 tools/benchmark_gpu_stream.py --out-dir "$OUT" 2>&1 \
-    | tee "$OUT/gpu_stream.log" || true
+  # at most 8 files come back from the device machine: the tables, CSVs and plots of both
+  # benchmarks and one log; everything else stays in $WORK
+  local work="${WORK:-/tmp/device_check_work}"
+  mkdir -p "$OUT" "$work"
+  PYTHONUNBUFFERED=1 python3 tools/benchmark.py --device cuda --out-dir "$work/backbones" \
+    --time-budget-s "${BACKBONE_BUDGET_S:-150}" "$@" 2>&1 | tee -a "$OUT/device_check.log" || true
+  cp "$work"/backbones/gpu_benchmark.{csv,png} "$work"/backbones/gpu_benchmark_tables.md \
+    "$OUT/" 2>/dev/null || true
+  PYTHONUNBUFFERED=1 python3 tools/benchmark_gpu_stream.py --out-dir "$work/stream" \
+    --time-budget-s "${STREAM_BUDGET_S:-180}" 2>&1 | tee -a "$OUT/device_check.log" || true
+  cp "$work"/stream/gpu_stream.{csv,md,png} "$OUT/" 2>/dev/null || true
+  if [ -n "${GIGA_SIDE:-}" ]; then  # e.g. 65536: UperNet streamed, TF32, bf16 token storage
+    PYTHONUNBUFFERED=1 python3 tools/benchmark_gpu_stream.py --models upernet_s12 \
+      --sides 2048 "$GIGA_SIDE" --methods stream --precisions tf32 --token-dtype bf16 \
+      --time-budget-s 600 --out-dir "$work/giga" 2>&1 | tee -a "$OUT/device_check.log" || true
+  fi
 }
 
 case "$STEP" in
   prepare) prepare ;;
   install) install ;;
-  tests) install; tests ;;
+  tests) install; tests "$@" ;;
   smoke) install; smoke ;;
   bench) install; bench "$@" ;;
-  all) install; tests; bench "$@" ;;
+  all) install; tests; smoke; bench "$@" ;;
   *) echo "usage: bash tools/device_check.sh prepare|install|tests|bench|all" >&2; exit 2 ;;
 esac
