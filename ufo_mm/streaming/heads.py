@@ -5,8 +5,8 @@ each ``forward`` line by line (mmseg 1.x: ``UPerHead._forward_feature``, ``FPNHe
 ``FPN.forward``; mmdet 3.x: ``FPN.forward``, which is mmseg's, and
 ``RPNHead.forward_single``), so the values are those of the whole-map forward.
 
-Global parts stay whole: UperNet's pyramid pooling runs once on the whole
-stride-32 map (a small one). A head the module cannot be matched to raises
+Global parts stay whole: UperNet's pyramid pooling averages the whole
+stride-32 map once (:func:`pyramid_pooling`); what follows it runs in bands. A head the module cannot be matched to raises
 ``NotImplementedError`` naming it.
 """
 from typing import List
@@ -39,13 +39,30 @@ def _classify(head, feat: bands.Node) -> bands.Node:
     return bands.Conv(head.conv_seg, feat)
 
 
+def pyramid_pooling(head, top: bands.Node) -> bands.Node:
+    """UPerHead's ``psp_forward`` on the stride-32 map ``top``: each branch's
+    adaptive average pooling over the whole map and its 1x1 ConvModule run
+    once (global, and small: ``scale`` x ``scale``) and are held; their
+    bilinear resize back to the map's size, the concatenation with the map
+    and the 3x3 bottleneck run in bands, so no (channels x H/32 x W/32) map
+    of the branches is formed whole (at 65536 px one is 2^31 elements, past
+    what CUDA's bilinear upsampling indexes)."""
+    ppm = head.psp_modules
+    parts = [top]
+    for scale, branch in zip(ppm.pool_scales, ppm):
+        size = (scale, scale) if isinstance(scale, int) else tuple(scale)
+        pooled = bands.Whole(lambda x, m=branch: m(x), top, size)
+        parts.append(bands.Resize(pooled, size=top.size, mode='bilinear',
+                                  align_corners=ppm.align_corners))
+    return bands.module_node(head.bottleneck, bands.cat(*parts))
+
+
 def uper_head(head, feats: List[bands.Node]) -> bands.Node:
     """UPerHead's logits (B, num_classes, H/4, W/4) as a node."""
     inputs = _selected(head, feats)
     ac = head.align_corners
     laterals = [bands.module_node(conv, inputs[i]) for i, conv in enumerate(head.lateral_convs)]
-    top = inputs[-1]
-    laterals.append(bands.Whole(lambda x: head.psp_forward([x]), top, top.size))
+    laterals.append(pyramid_pooling(head, inputs[-1]))
     n = len(laterals)
     for i in range(n - 1, 0, -1):
         laterals[i - 1] = bands.add(laterals[i - 1], bands.Resize(
