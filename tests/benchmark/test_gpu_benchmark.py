@@ -52,7 +52,7 @@ def test_no_cuda_is_one_line_naming_the_problem(name):
     with pytest.raises(gpu.DeviceUnavailable) as e:
         gpu.check_device(name)
     msg = str(e.value)
-    assert msg.startswith(f'--device {name}: torch.cuda.is_available() is False (torch ')
+    assert msg.startswith(f'--device {name}: CUDA is not available here (torch ')
     assert torch.__version__ in msg and '\n' not in msg
     assert ('built without CUDA' in msg) == (torch.version.cuda is None)
 
@@ -61,9 +61,9 @@ def test_cpu_only_as_a_dry_run_and_other_devices_refused():
     assert gpu.check_device('cpu', dry_run=True) == torch.device('cpu')
     with pytest.raises(gpu.DeviceUnavailable, match='--gpu-plan'):
         gpu.check_device('cpu')
-    with pytest.raises(gpu.DeviceUnavailable, match='only cuda'):
+    with pytest.raises(gpu.DeviceUnavailable, match='only cpu and cuda'):
         gpu.check_device('meta')
-    with pytest.raises(gpu.DeviceUnavailable, match='not a device name'):
+    with pytest.raises(gpu.DeviceUnavailable, match='not a device'):
         gpu.check_device('gpu0')
 
 

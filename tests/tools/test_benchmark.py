@@ -133,7 +133,7 @@ def test_device_cuda_without_gpu_stops_with_one_line(tmp_path):
                            '--out-dir', str(tmp_path / 'gpu')], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode != 0
-    assert proc.stderr.startswith('benchmark: --device cuda: torch.cuda.is_available() is False')
+    assert proc.stderr.startswith('benchmark: --device cuda: CUDA is not available here')
     assert proc.stderr.count('\n') == 1 and 'Traceback' not in proc.stderr
     assert not (tmp_path / 'gpu').exists()
 

@@ -54,6 +54,7 @@ import warnings
 import torch
 import torch.nn as nn
 
+from ..devices import DeviceError, resolve_device
 from .measure import error_status, time_stats
 
 REFERENCE = 'ufo_s12'
@@ -128,34 +129,18 @@ GUESS_BUILD_S = .5
 GUESS_COMPILE_S = {'forward': 25., 'train': 50.}
 
 
-class DeviceUnavailable(RuntimeError):
-    """The device asked for cannot run the benchmark (one line, for the user)."""
+DeviceUnavailable = DeviceError  # the one device check of the tools (ufo_mm.devices)
 
 
 def check_device(name: str, dry_run: bool = False) -> torch.device:
     """``name`` ('cuda', 'cuda:N'; 'cpu' with ``dry_run``) as a device that can
-    run the benchmark, or :class:`DeviceUnavailable` saying why not."""
-    try:
-        device = torch.device(name)
-    except RuntimeError as e:
-        raise DeviceUnavailable(f'--device {name}: not a device name ({e})') from None
-    if device.type == 'cpu':
-        if dry_run:
-            return device
-        raise DeviceUnavailable(f'--device {name}: the GPU benchmark needs a CUDA device '
-                                '(--gpu-plan runs its plumbing on the CPU)')
-    if device.type != 'cuda':
-        raise DeviceUnavailable(f'--device {name}: only cuda or cuda:N is supported')
-    if not torch.cuda.is_available():
-        built = (f'built with CUDA {torch.version.cuda}, no GPU found' if torch.version.cuda
-                 else 'built without CUDA')
-        raise DeviceUnavailable(f'--device {name}: torch.cuda.is_available() is False '
-                                f'(torch {torch.__version__}, {built})')
-    count = torch.cuda.device_count()
-    if device.index is not None and device.index >= count:
-        raise DeviceUnavailable(f'--device {name}: this machine has {count} CUDA device(s)')
-    return torch.device('cuda', torch.cuda.current_device() if device.index is None
-                        else device.index)
+    run the benchmark, or :class:`ufo_mm.devices.DeviceError` saying why not
+    in one line."""
+    device = resolve_device(name)
+    if device.type == 'cpu' and not dry_run:
+        raise DeviceError(f'--device {name}: the GPU benchmark needs a CUDA device '
+                          '(--gpu-plan runs its plumbing on the CPU)')
+    return device
 
 
 class CudaBackend:
