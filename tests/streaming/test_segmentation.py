@@ -184,3 +184,45 @@ def test_compact_token_storage_is_close(image, name):
     assert (labels == ref.argmax(1)).float().mean() >= 0.97
     with pytest.raises(ValueError, match='token dtype'):
         token_dtype('int8')
+
+
+HEADS = {
+    'fcn': dict(type='FCNHead', in_index=3, channels=32, num_convs=2, kernel_size=3,
+                concat_input=True, dilation=2),
+    'fcn-resize-concat': dict(type='FCNHead', in_index=(0, 1, 2, 3), in_channels=[64] * 4,
+                              input_transform='resize_concat', channels=32, num_convs=1,
+                              concat_input=False, align_corners=True),
+    'aspp': dict(type='ASPPHead', in_index=3, channels=32, dilations=(1, 2, 3)),
+}
+
+
+@pytest.mark.parametrize('name', list(HEADS))
+def test_heads_added_by_one_table_entry_stream_exactly(name, image):
+    """FCNHead and ASPPHead (DeepLabV3), registered with stream_head (the worked
+    example of docs/large_images.md), equal mmseg's whole-image inference."""
+    from ufo_mm.streaming.heads import DECODE_HEADS
+    cfg = small_cfg(UPERNET)
+    head = dict(in_channels=64, num_classes=7, norm_cfg=dict(type='BN', requires_grad=True),
+                dropout_ratio=0.1, align_corners=False)
+    head.update(HEADS[name])
+    cfg.model.decode_head = ConfigDict(head)
+    cfg.model.auxiliary_head = None
+    model = build(cfg)
+    assert type(model.decode_head).__name__ in DECODE_HEADS
+    meta = dict(ori_shape=HW, img_shape=HW, pad_shape=HW)
+    with torch.no_grad():
+        ref = model.inference(image, [meta])
+        labels, logits = predict(model, tensor_source(image), 3, meta, with_logits=True,
+                                 **BANDS)
+    assert_same_prediction(logits, ref, labels, ref.argmax(1))
+
+
+def test_a_head_without_an_entry_is_refused_naming_the_supported_ones(image):
+    cfg = small_cfg(UPERNET)
+    cfg.model.decode_head = ConfigDict(type='PSPHead', in_channels=64, in_index=3, channels=32,
+                                       num_classes=7, norm_cfg=dict(type='BN'))
+    cfg.model.auxiliary_head = None
+    model = build(cfg)
+    with pytest.raises(NotImplementedError, match='decode head PSPHead does not stream; '
+                       'supported: ASPPHead, FCNHead, FPNHead, UPerHead'):
+        predict(model, tensor_source(image), 3, None, **BANDS)

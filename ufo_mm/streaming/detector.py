@@ -53,7 +53,7 @@ def stream_features(detector, image: bands.Node, channels: int,
     name = type(detector.neck).__name__ if detector.with_neck else None
     if name != 'FPN':
         raise NotImplementedError(f'neck {name} does not stream; supported: FPN')
-    heads._check_eval(detector.neck)
+    heads.check_eval(detector.neck)
     finest = streamed.m.pyramid_sizes(image.size)[0]
     if band_rows is None:
         band_rows = max(1, FEATURE_BAND_BYTES // (4 * detector.neck.out_channels * finest[1]))

@@ -1,65 +1,91 @@
 """mmseg's necks and decode heads, and mmdet's FPN and RPN head, as band
 graphs (:mod:`.bands`), read off the modules themselves: their weights, their
 ``align_corners``, the sizes their ``forward`` resizes to. The graphs follow
-each ``forward`` line by line (mmseg 1.x: ``UPerHead._forward_feature``, ``FPNHead.forward``,
+each ``forward`` line by line (mmseg 1.x: ``UPerHead._forward_feature``,
+``FPNHead.forward``, ``FCNHead.forward``, ``ASPPHead._forward_feature``,
 ``FPN.forward``; mmdet 3.x: ``FPN.forward``, which is mmseg's, and
 ``RPNHead.forward_single``), so the values are those of the whole-map forward.
 
-Global parts stay whole: UperNet's pyramid pooling averages the whole
-stride-32 map once (:func:`pyramid_pooling`); what follows it runs in bands. A head the module cannot be matched to raises
-``NotImplementedError`` naming it.
+Streaming another mmseg decode head is one function and one table entry:
+a function ``(head, feats) -> logits node`` that follows the head's
+``forward`` with the nodes of :mod:`.bands`, registered in :data:`DECODE_HEADS`
+under the head's class name with :func:`stream_head` (docs/large_images.md,
+"Adding a head", walks through ``FCNHead``). Global parts (pooling over the
+whole map) run once on the whole map, what follows them in bands
+(:func:`global_pooling`). A head or neck with no entry raises
+``NotImplementedError`` naming it and the supported ones.
 """
-from typing import List
+from typing import Callable, Dict, List
 
 import torch.nn as nn
 import torch.nn.functional as F
 
 from . import bands
 
-SUPPORTED_HEADS = ('UPerHead', 'FPNHead')
-SUPPORTED_NECKS = ('FPN',)
+HeadBuilder = Callable[[nn.Module, List[bands.Node]], bands.Node]
+#: mmseg decode head class name -> the function that builds its logits node
+DECODE_HEADS: Dict[str, HeadBuilder] = {}
 
 
-def _check_eval(module: nn.Module):
+def stream_head(name: str):
+    """Register the decorated ``(head, feats) -> node`` function as the band
+    graph of mmseg's decode head class ``name``."""
+    def register(fn: HeadBuilder) -> HeadBuilder:
+        DECODE_HEADS[name] = fn
+        return fn
+    return register
+
+
+def check_eval(module: nn.Module):
+    """Refuse a module in training mode (its norms would use batch statistics)."""
     if module.training:
         raise RuntimeError(f'streamed inference needs eval mode; {type(module).__name__} is '
                            'training')
 
 
-def _selected(head, feats: List[bands.Node]) -> List[bands.Node]:
-    """``BaseDecodeHead._transform_inputs`` for 'multiple_select' (the heads here)."""
-    if head.input_transform != 'multiple_select':
-        raise NotImplementedError(f'{type(head).__name__} with input_transform='
-                                  f'{head.input_transform!r}: only multiple_select streams')
-    return [feats[i] for i in head.in_index]
+def transformed_inputs(head, feats: List[bands.Node]):
+    """``BaseDecodeHead._transform_inputs`` on nodes: one node (no input
+    transform, or 'resize_concat') or a list ('multiple_select')."""
+    if head.input_transform == 'multiple_select':
+        return [feats[i] for i in head.in_index]
+    if head.input_transform == 'resize_concat':
+        inputs = [feats[i] for i in head.in_index]
+        return bands.cat(*(bands.Resize(x, size=inputs[0].size, mode='bilinear',
+                                        align_corners=head.align_corners) for x in inputs))
+    return feats[head.in_index]
 
 
-def _classify(head, feat: bands.Node) -> bands.Node:
+def classify(head, feat: bands.Node) -> bands.Node:
     """``cls_seg``: dropout (identity at test) and the 1x1 ``conv_seg``."""
     return bands.Conv(head.conv_seg, feat)
 
 
+def global_pooling(branch: nn.Module, x: bands.Node, size, align_corners) -> bands.Node:
+    """``resize(branch(x), x's size, 'bilinear')`` for a branch that pools
+    the whole map to ``size`` (adaptive average pooling, then 1x1 layers):
+    the branch runs once on the whole map and is held (it is small), its
+    resize back to the map's size runs in bands."""
+    size = (size, size) if isinstance(size, int) else tuple(size)
+    pooled = bands.Whole(branch, x, size)
+    return bands.Resize(pooled, size=x.size, mode='bilinear', align_corners=align_corners)
+
+
 def pyramid_pooling(head, top: bands.Node) -> bands.Node:
-    """UPerHead's ``psp_forward`` on the stride-32 map ``top``: each branch's
-    adaptive average pooling over the whole map and its 1x1 ConvModule run
-    once (global, and small: ``scale`` x ``scale``) and are held; their
-    bilinear resize back to the map's size, the concatenation with the map
-    and the 3x3 bottleneck run in bands, so no (channels x H/32 x W/32) map
-    of the branches is formed whole (at 65536 px one is 2^31 elements, past
-    what CUDA's bilinear upsampling indexes)."""
+    """UPerHead's ``psp_forward`` on the stride-32 map ``top``: the map, each
+    branch pooled and resized back (:func:`global_pooling`), concatenated, and
+    the 3x3 bottleneck, so no (channels x H/32 x W/32) map of the branches is
+    formed whole (at 65536 px one is 2^31 elements, past what CUDA's bilinear
+    upsampling indexes)."""
     ppm = head.psp_modules
-    parts = [top]
-    for scale, branch in zip(ppm.pool_scales, ppm):
-        size = (scale, scale) if isinstance(scale, int) else tuple(scale)
-        pooled = bands.Whole(lambda x, m=branch: m(x), top, size)
-        parts.append(bands.Resize(pooled, size=top.size, mode='bilinear',
-                                  align_corners=ppm.align_corners))
+    parts = [top] + [global_pooling(branch, top, scale, ppm.align_corners)
+                     for scale, branch in zip(ppm.pool_scales, ppm)]
     return bands.module_node(head.bottleneck, bands.cat(*parts))
 
 
+@stream_head('UPerHead')
 def uper_head(head, feats: List[bands.Node]) -> bands.Node:
     """UPerHead's logits (B, num_classes, H/4, W/4) as a node."""
-    inputs = _selected(head, feats)
+    inputs = transformed_inputs(head, feats)
     ac = head.align_corners
     laterals = [bands.module_node(conv, inputs[i]) for i, conv in enumerate(head.lateral_convs)]
     laterals.append(pyramid_pooling(head, inputs[-1]))
@@ -73,18 +99,45 @@ def uper_head(head, feats: List[bands.Node]) -> bands.Node:
         fpn_outs[i] = bands.Resize(fpn_outs[i], size=fpn_outs[0].size, mode='bilinear',
                                    align_corners=ac)
     feat = bands.module_node(head.fpn_bottleneck, bands.cat(*fpn_outs))
-    return _classify(head, feat)
+    return classify(head, feat)
 
 
+@stream_head('FPNHead')
 def fpn_head(head, feats: List[bands.Node]) -> bands.Node:
     """FPNHead's (Semantic FPN) logits as a node."""
-    x = _selected(head, feats)
+    x = transformed_inputs(head, feats)
     out = bands.module_node(head.scale_heads[0], x[0])
     for i in range(1, len(head.feature_strides)):
         out = bands.add(out, bands.Resize(bands.module_node(head.scale_heads[i], x[i]),
                                           size=out.size, mode='bilinear',
                                           align_corners=head.align_corners))
-    return _classify(head, out)
+    return classify(head, out)
+
+
+@stream_head('FCNHead')
+def fcn_head(head, feats: List[bands.Node]) -> bands.Node:
+    """FCNHead's logits: its 3x3 convolutions (any dilation), optionally
+    concatenated with the input and fused by ``conv_cat``, then ``cls_seg``."""
+    x = transformed_inputs(head, feats)
+    out = bands.module_node(head.convs, x)
+    if head.concat_input:
+        out = bands.module_node(head.conv_cat, bands.cat(x, out))
+    return classify(head, out)
+
+
+@stream_head('ASPPHead')
+def aspp_head(head, feats: List[bands.Node]) -> bands.Node:
+    """ASPPHead's (DeepLabV3) logits: the image-level branch pooled over the
+    whole map (:func:`global_pooling`), the atrous 1x1 / 3x3 branches in
+    bands, concatenated, the bottleneck, ``cls_seg``."""
+    x = transformed_inputs(head, feats)
+    parts = [global_pooling(head.image_pool, x, 1, head.align_corners)]
+    parts += [bands.module_node(branch, x) for branch in head.aspp_modules]
+    return classify(head, bands.module_node(head.bottleneck, bands.cat(*parts)))
+
+
+#: neck class name -> the function that builds its output nodes
+NECKS: Dict[str, Callable] = {}
 
 
 def fpn_neck(neck, feats: List[bands.Node]) -> List[bands.Node]:
@@ -109,9 +162,12 @@ def fpn_neck(neck, feats: List[bands.Node]) -> List[bands.Node]:
     return outs
 
 
+NECKS['FPN'] = fpn_neck
+
+
 def rpn_head(head, feats: List[bands.Node]):
     """mmdet's RPNHead on each level: (objectness nodes, box delta nodes)."""
-    _check_eval(head)
+    check_eval(head)
     if type(head).__name__ != 'RPNHead':
         raise NotImplementedError(f'rpn head {type(head).__name__} does not stream; '
                                   'supported: RPNHead')
@@ -125,21 +181,21 @@ def rpn_head(head, feats: List[bands.Node]):
 
 def decode(segmentor, feats: List[bands.Node]) -> bands.Node:
     """The segmentor's neck (if any) and decode head on the backbone's
-    pyramid nodes: the logits at the head's resolution. The auxiliary head
-    does not take part in inference and is left out."""
+    pyramid nodes: the logits at the head's resolution, by the tables
+    :data:`NECKS` and :data:`DECODE_HEADS`. The auxiliary head does not take
+    part in inference and is left out."""
     if segmentor.with_neck:
-        _check_eval(segmentor.neck)
-        name = type(segmentor.neck).__name__
-        if name not in SUPPORTED_NECKS:
-            raise NotImplementedError(f'neck {name} does not stream; supported: '
-                                      f'{", ".join(SUPPORTED_NECKS)}')
-        feats = fpn_neck(segmentor.neck, feats)
+        check_eval(segmentor.neck)
+        feats = _entry(NECKS, segmentor.neck, 'neck')(segmentor.neck, feats)
     head = segmentor.decode_head
-    _check_eval(head)
-    name = type(head).__name__
-    if name == 'UPerHead':
-        return uper_head(head, feats)
-    if name == 'FPNHead':
-        return fpn_head(head, feats)
-    raise NotImplementedError(f'decode head {name} does not stream; supported: '
-                              f'{", ".join(SUPPORTED_HEADS)}')
+    check_eval(head)
+    return _entry(DECODE_HEADS, head, 'decode head')(head, feats)
+
+
+def _entry(table: dict, module: nn.Module, kind: str):
+    name = type(module).__name__
+    if name not in table:
+        raise NotImplementedError(f'{kind} {name} does not stream; supported: '
+                                  f'{", ".join(sorted(table))} (docs/large_images.md, '
+                                  '"Adding a head")')
+    return table[name]
