@@ -7,9 +7,9 @@ Namespace}``, ``pos_embeder.*``, fused class-attention ``qkv``), a timm state
 dict (``pos_embed.*``), an mmpretrain XCiT classifier (``backbone.xca_layers.*``,
 ``backbone.ca_layers.*``, ``head.fc.*``), an mmengine checkpoint
 (``{'state_dict': ...}``, optionally under ``backbone.``: a UFO-ViT classifier
-trained with mmpretrain, a detector, a segmentor) or a UFO-ViT one. The keys are
-mapped by
-``ufo_mm.models.checkpoint_convert`` (``convert_checkpoint``); classification-only
+trained with mmpretrain, a detector, a segmentor) or a UFO-ViT one. It is
+``ufo_mm.models.checkpoint_offline.convert_checkpoint``, which maps the keys as
+loading does; classification-only
 parts (class token, class-attention blocks, final norm, head) and XCiT's
 softmax temperature (UFO attention has none) are dropped; the pyramid adapters
 ``fpn1..fpn4`` (and UFO's ``gamma_q``/``gamma_kv`` for XCiT sources) are new
@@ -29,9 +29,9 @@ import sys
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
-from ufo_mm.models.checkpoint_convert import (ConversionError,  # noqa: E402
-                                              conversion_summary, convert_checkpoint,
-                                              save_converted)
+from ufo_mm.models.checkpoint_convert import ConversionError  # noqa: E402
+from ufo_mm.models.checkpoint_offline import (conversion_summary,  # noqa: E402
+                                              convert_checkpoint, save_converted)
 
 
 def parse_args(argv=None):

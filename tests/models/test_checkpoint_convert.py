@@ -14,10 +14,10 @@ import pytest
 import torch
 
 from ufo_mm.models import UFOViT
-from ufo_mm.models.checkpoint_convert import (ConversionError, conversion_summary,
-                                              convert_checkpoint, convert_state_dict,
-                                              load_pretrained, save_converted,
-                                              unwrap_state_dict)
+from ufo_mm.models.checkpoint_convert import (ConversionError, convert_state_dict,
+                                              load_pretrained, unwrap_state_dict)
+from ufo_mm.models.checkpoint_offline import (conversion_summary, convert_checkpoint,
+                                              save_converted)
 from ufo_mm.safe_load import safe_torch_load
 
 REPO = Path(__file__).resolve().parents[2]
