@@ -184,3 +184,48 @@ def test_compact_token_storage_is_close(image, name):
     assert (labels == ref.argmax(1)).float().mean() >= 0.97
     with pytest.raises(ValueError, match='token dtype'):
         token_dtype('int8')
+
+
+@pytest.fixture(scope='module')
+def padded_fpn():
+    """Semantic FPN whose data preprocessor pads 229 x 301 to 256 x 320."""
+    cfg = small_cfg(SEM_FPN, num_classes=7)
+    cfg.model.data_preprocessor.test_cfg = dict(size_divisor=32)
+    return build(cfg).eval()
+
+
+@pytest.mark.parametrize('layout', ['tiled', 'striped'])
+def test_a_tiff_read_band_by_band_gives_the_labels_of_the_array(padded_fpn, tmp_path, layout):
+    """segment_large on an opened TIFF (rows read as the patch embedding needs
+    them) equals segment_large on the decoded array; no read holds more than
+    a band of rows."""
+    import tifffile
+
+    from ufo_mm.io.rasters import open_raster
+    rgb = cv2.GaussianBlur(np.random.default_rng(5).integers(0, 256, HW + (3,), np.uint8),
+                           (5, 5), 2)
+    path = tmp_path / 'scene.tif'
+    kw = dict(tile=(32, 48)) if layout == 'tiled' else dict(rowsperstrip=7)
+    tifffile.imwrite(path, rgb, photometric='rgb', compression='zlib', **kw)
+    ref = segment_large(padded_fpn, np.ascontiguousarray(rgb[..., ::-1]), **BANDS)
+    with open_raster(path) as src:
+        asked = []
+        read = src.read_rows
+        src.read_rows = lambda a, b, **kw: asked.append((a, b)) or read(a, b, **kw)
+        labels = segment_large(padded_fpn, src, **BANDS)
+    assert np.array_equal(labels, ref)
+    assert max(b - a for a, b in asked) < HW[0] // 2
+    rows = sorted(asked)
+    assert rows[0][0] == 0 and rows[-1][1] == HW[0]  # every row read, once
+    assert all(b0 == a1 for (_, b0), (a1, _) in zip(rows, rows[1:]))
+
+
+def test_labels_handed_band_by_band_to_a_sink(padded_fpn):
+    img = np.random.default_rng(6).integers(0, 256, HW + (3,), np.uint8)
+    ref = segment_large(padded_fpn, img, **BANDS)
+    got = []
+    assert segment_large(padded_fpn, img, labels_sink=lambda a, b, rows: got.append(
+        (a, b, rows.copy())), **BANDS) is None
+    assert [a for a, _, _ in got] == list(range(0, HW[0], BANDS['band_rows']))
+    assert all(rows.shape == (b - a, HW[1]) and rows.dtype == np.uint8 for a, b, rows in got)
+    assert np.array_equal(np.concatenate([rows for _, _, rows in got]), ref)
