@@ -229,3 +229,41 @@ def test_labels_handed_band_by_band_to_a_sink(padded_fpn):
     assert [a for a, _, _ in got] == list(range(0, HW[0], BANDS['band_rows']))
     assert all(rows.shape == (b - a, HW[1]) and rows.dtype == np.uint8 for a, b, rows in got)
     assert np.array_equal(np.concatenate([rows for _, _, rows in got]), ref)
+
+
+@pytest.mark.parametrize('dtype', [None, 'bf16'])
+def test_tokens_spilled_to_disk_give_the_same_labels(image, tmp_path, monkeypatch, dtype):
+    """A memory budget the tokens do not fit sends them to files in the
+    scratch folder: labels and logits equal to the in-memory run's, in the
+    same token dtype; the folder is left empty. A budget below one band's
+    needs is refused, naming the minimum."""
+    from ufo_mm.analysis import process_stats
+    from ufo_mm.streaming.backbone import StreamedUFOViT
+    from ufo_mm.streaming.predict import head_band_bytes, token_dtype
+    model = build(small_cfg(UPERNET))
+    meta = dict(ori_shape=HW, img_shape=HW, pad_shape=HW)
+    kw = dict(with_logits=True, token_dtype=token_dtype(dtype), **BANDS)
+    streamed = StreamedUFOViT(model.backbone, BANDS['tokens_per_band'],
+                              token_dtype=token_dtype(dtype))
+    # 1 GiB held, whatever the test process holds, plus a band and the int64
+    # label map (gathered whole here), plus the tokens
+    monkeypatch.setattr(process_stats, 'rss_bytes', lambda: 2**30)
+    minimum = 2**30 + max(streamed.band_bytes(),
+                          head_band_bytes(model, BANDS['band_rows'], HW[1]) + 8 * HW[0] * HW[1])
+    tokens = streamed.token_bytes(HW)
+    with torch.no_grad():
+        for budget, place in ((None, 'compute'), (minimum + tokens, 'compute'),
+                              (minimum + tokens - 1, 'disk'), (minimum, 'disk')):
+            info = {}
+            labels, logits = predict(
+                model, tensor_source(image), 3, meta, info=info, scratch_dir=tmp_path,
+                max_ram_gb=None if budget is None else budget / 2**30, **kw)
+            assert info['token_place'] == place
+            if budget is None:
+                ref, ref_logits = labels, logits
+            assert torch.equal(labels, ref) and torch.equal(logits, ref_logits)
+        with pytest.raises(MemoryError, match=f'too small for one band: this run needs at '
+                           f'least {minimum / 2**30:.2f} GiB'):
+            predict(model, tensor_source(image), 3, meta, max_ram_gb=(minimum - 1) / 2**30,
+                    **kw)
+    assert list(tmp_path.iterdir()) == []

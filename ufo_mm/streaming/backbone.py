@@ -19,7 +19,8 @@ softmax and XCA attention do not.
 
 The bands are computed on the backbone's device. The whole token tensors
 live in a :class:`.tokens.TokenStore`: on that device, or on a GPU's host
-(pinned) when they do not fit in its memory (``token_device``).
+(pinned) when they do not fit in its memory, or in files when they do not fit
+a memory budget (``token_device``, ``max_ram``).
 """
 from typing import Callable, List, Optional, Union
 
@@ -72,8 +73,21 @@ class StreamedUFOViT:
             on the backbone's device, except on a GPU whose free memory they
             do not fit: then in pinned host memory), the backbone's device,
             or 'cpu' (on a GPU: pinned host memory, each band copied in and
-            its result copied back, overlapped with the computation).
+            its result copied back, overlapped with the computation), or
+            'disk' (files in ``scratch_dir``, read and written band by band;
+            what 'auto' chooses when they do not fit ``max_ram``).
             None: 'auto'.
+        max_ram: a memory budget, bytes of resident memory for the whole
+            process (None: no budget). The token tensors stay in memory when
+            they fit it beside what the process holds and a band's working
+            memory (:meth:`band_bytes` plus ``head_band_bytes``), else they go
+            to disk; a budget smaller than a band's needs raises
+            :class:`.tokens.MemoryBudgetError`.
+        scratch_dir: where the files of 'disk' go (in a temporary folder
+            made there and removed at the end; None: the system's
+            temporary folder).
+        head_band_bytes: working memory of one band of what follows the
+            backbone (the heads), for the budget.
 
     The bands are computed on the backbone's device (its parameters').
     """
@@ -81,7 +95,8 @@ class StreamedUFOViT:
     def __init__(self, backbone: UFOViT, tokens_per_band: Optional[int] = None,
                  tick: Optional[Callable[[], None]] = None,
                  token_dtype: Optional[torch.dtype] = None,
-                 token_device: Union[str, torch.device, None] = None):
+                 token_device: Union[str, torch.device, None] = None,
+                 max_ram: Optional[int] = None, scratch_dir=None, head_band_bytes: int = 0):
         if not isinstance(backbone, UFOViT):
             raise TypeError(f'streamed inference needs a UFOViT backbone, got '
                             f'{type(backbone).__name__}')
@@ -99,6 +114,8 @@ class StreamedUFOViT:
         if token_dtype not in (None, torch.float32, torch.bfloat16, torch.float16):
             raise ValueError(f'token_dtype must be float32, bfloat16 or float16, got {token_dtype}')
         self.token_dtype = token_dtype
+        self.max_ram, self.scratch_dir = max_ram, scratch_dir
+        self.head_band_bytes = head_band_bytes
 
     def token_bytes(self, image_size, batch: int = 1) -> int:
         """Bytes of the token tensors held at once: the four kept outputs and
@@ -106,6 +123,13 @@ class StreamedUFOViT:
         Hp, Wp = self.grid(image_size)
         item = torch.finfo(self.token_dtype or torch.float32).bits // 8
         return (len(self.m.out_indices) + 1) * batch * Hp * Wp * self.m.embed_dims * item
+
+    def band_bytes(self) -> int:
+        """Working memory of one band of the blocks (float32): the band's
+        tokens and what a block makes of them (norms, q, k and v, the
+        residuals, the LPI's halo rows, the MLP's 4C hidden layer), an
+        estimate with a margin (measured: docs/large_images.md)."""
+        return 24 * self.tokens_per_band * self.m.embed_dims * 4
 
     def grid(self, image_size):
         p = self.m.patch_size
@@ -127,8 +151,11 @@ class StreamedUFOViT:
         """The pyramid (strides 4, 8, 16, 32) of ``image``, a node of
         (B, channels, H, W) normalised pixels, as band nodes."""
         self.m.check_geometry(channels, image.height, image.width)
-        place = choose_place(self.token_bytes(image.size), self.device, self.token_place)
-        self.store = TokenStore(self.device, place, self.token_dtype)
+        token_bytes = self.token_bytes(image.size)
+        place = choose_place(token_bytes, self.device, self.token_place, max_ram=self.max_ram,
+                             band_bytes=max(self.band_bytes(), self.head_band_bytes))
+        self.store = TokenStore(self.device, place, self.token_dtype, self.scratch_dir,
+                                disk_bytes=token_bytes)
         x, (Hp, Wp) = self.embed(image)
         feats = []
         for i, blk in enumerate(self.m.blocks):
@@ -137,6 +164,12 @@ class StreamedUFOViT:
             if i in self.m.out_indices:
                 feats.append(x)
         return self.pyramid(feats, Hp, Wp, image.size)
+
+    def close(self):
+        """Free the token tensors' files, if they went to disk (after the
+        last band of the heads was computed)."""
+        if self.store is not None:
+            self.store.close()
 
     def embed(self, image: bands.Node):
         """Tokens (B, Hp * Wp, C) with the position encoding added."""
@@ -220,7 +253,7 @@ class StreamedUFOViT:
         """Token rows of a stored (B, Hp * Wp, C) tensor as a node of float32
         (B, C, rows, Wp) maps on the computing device. In place on the device
         (float32 storage): a view of the tensor itself, held whole."""
-        if not self.store.host and t.dtype == torch.float32:
+        if self.store.place == 'compute' and t.dtype == torch.float32:
             return bands.Tensor(_grid(t, Hp, Wp))
         return bands.Source(lambda a, b: _grid(self.store.read(t, a * Wp, b * Wp), b - a, Wp),
                             (Hp, Wp))

@@ -5,8 +5,9 @@ each ``forward`` line by line (mmseg 1.x: ``UPerHead._forward_feature``, ``FPNHe
 ``FPN.forward``; mmdet 3.x: ``FPN.forward``, which is mmseg's, and
 ``RPNHead.forward_single``), so the values are those of the whole-map forward.
 
-Global parts stay whole: UperNet's pyramid pooling averages the whole
-stride-32 map once (:func:`pyramid_pooling`); what follows it runs in bands. A head the module cannot be matched to raises
+Global parts are computed first: UperNet's pyramid pooling averages the
+whole stride-32 map once, walking it in bands (:func:`pyramid_pooling`);
+what follows it runs in bands. A head the module cannot be matched to raises
 ``NotImplementedError`` naming it.
 """
 from typing import List
@@ -39,20 +40,29 @@ def _classify(head, feat: bands.Node) -> bands.Node:
     return bands.Conv(head.conv_seg, feat)
 
 
+#: bytes of one band of the stride-32 map when its pyramid pooling walks it
+POOLING_BAND_BYTES = 16 << 20
+
+
 def pyramid_pooling(head, top: bands.Node) -> bands.Node:
-    """UPerHead's ``psp_forward`` on the stride-32 map ``top``: each branch's
-    adaptive average pooling over the whole map and its 1x1 ConvModule run
-    once (global, and small: ``scale`` x ``scale``) and are held; their
-    bilinear resize back to the map's size, the concatenation with the map
-    and the 3x3 bottleneck run in bands, so no (channels x H/32 x W/32) map
-    of the branches is formed whole (at 65536 px one is 2^31 elements, past
-    what CUDA's bilinear upsampling indexes)."""
+    """UPerHead's ``psp_forward`` on the stride-32 map ``top``. Each
+    branch's adaptive average pooling over the whole map is computed at once,
+    when the graph is built, in one walk over ``top`` in bands
+    (:func:`.bands.adaptive_avg_pool`: the map is never held whole, nor are
+    the token rows it comes from), and its 1x1 ConvModule on the small pooled
+    map; the results are held. Their bilinear resize back to the map's size,
+    the concatenation with the map and the 3x3 bottleneck run in bands, so no
+    (channels x H/32 x W/32) map of the branches is formed whole either (at
+    65536 px one is 2^31 elements, past what CUDA's bilinear upsampling
+    indexes)."""
     ppm = head.psp_modules
+    sizes = [(s, s) if isinstance(s, int) else tuple(s) for s in ppm.pool_scales]
+    rows = max(1, POOLING_BAND_BYTES // (4 * head.in_channels[-1] * top.width))
+    pooled = bands.adaptive_avg_pool(top, sizes, rows)
     parts = [top]
-    for scale, branch in zip(ppm.pool_scales, ppm):
-        size = (scale, scale) if isinstance(scale, int) else tuple(scale)
-        pooled = bands.Whole(lambda x, m=branch: m(x), top, size)
-        parts.append(bands.Resize(pooled, size=top.size, mode='bilinear',
+    for branch, x in zip(ppm, pooled):
+        conv = branch[1:]  # the branch after its nn.AdaptiveAvgPool2d
+        parts.append(bands.Resize(bands.Tensor(conv(x)), size=top.size, mode='bilinear',
                                   align_corners=ppm.align_corners))
     return bands.module_node(head.bottleneck, bands.cat(*parts))
 

@@ -48,6 +48,19 @@ def token_dtype(name: Optional[str]) -> Optional[torch.dtype]:
     return TOKEN_DTYPES[name]
 
 
+def head_band_bytes(segmentor, band_rows: int, width: int) -> int:
+    """Working memory of one band of ``band_rows`` output rows ``width``
+    pixels wide after the backbone, for a memory budget: the float32 logits
+    of the band (resized and reduced to labels) and the neck's and head's
+    maps at stride 4 that feed it (with their halo rows), an estimate with a
+    margin (measured: docs/large_images.md)."""
+    head = segmentor.decode_head
+    logits = 3 * band_rows * width * head.out_channels * 4
+    channels = max(head.channels, getattr(getattr(segmentor, 'neck', None), 'out_channels', 0))
+    maps = 16 * channels * (band_rows // 4 + 8) * (width // 4 + 1) * 4
+    return logits + maps
+
+
 def output_geometry(meta: dict, input_size: Sequence[int]):
     """(size the logits are resized to, padding (left, right, top, bottom),
     original size) of one image, as mmseg's ``predict_by_feat`` and
@@ -86,7 +99,8 @@ def predict(segmentor, image: bands.Node, channels: int, meta: Optional[dict] = 
             progress: Optional[Callable[[int, int], None]] = None,
             token_dtype: Optional[torch.dtype] = None, token_device=None,
             labels_device: Optional[torch.device] = None, info: Optional[dict] = None,
-            labels_sink: Optional[Callable[[int, int, torch.Tensor], None]] = None
+            labels_sink: Optional[Callable[[int, int, torch.Tensor], None]] = None,
+            max_ram_gb: Optional[float] = None, scratch_dir=None
             ) -> Tuple[Optional[torch.Tensor], Optional[torch.Tensor]]:
     """Labels (B, H, W) of ``image``, a band node of normalised (B, channels,
     H, W) inputs, and the full-size logits (B, classes, H, W) if
@@ -100,8 +114,13 @@ def predict(segmentor, image: bands.Node, channels: int, meta: Optional[dict] = 
     ``token_dtype``: storage of the backbone's token tensors (see
     :class:`.backbone.StreamedUFOViT`; bf16 halves the largest part of the
     memory, and the result is then close to, not equal to, whole-image's).
-    ``token_device``: where those tensors live ('auto', the model's device
-    or 'cpu'; see :class:`.backbone.StreamedUFOViT`).
+    ``token_device``: where those tensors live ('auto', the model's device,
+    'cpu' or 'disk'; see :class:`.backbone.StreamedUFOViT`).
+    ``max_ram_gb``: a memory budget, GiB of resident memory for the whole
+    process: the token tensors go to files in ``scratch_dir`` when they do
+    not fit it (the labels are the same); a budget too small for one band
+    raises :class:`.tokens.MemoryBudgetError`. The whole label map (without
+    ``labels_sink``) is part of what the budget must hold.
     ``labels_device``: where the labels are gathered (default: the model's
     device on the CPU; on a GPU the host, each band's labels copied back as
     they are made, in ``labels_dtype``).
@@ -109,28 +128,37 @@ def predict(segmentor, image: bands.Node, channels: int, meta: Optional[dict] = 
     b)``, (B, b - a, W) in ``labels_dtype`` on the host, go to it as they are
     made, top to bottom, instead of into a whole label map (the labels
     returned are then None).
-    ``info``: a dict that receives ``token_place`` ('compute' or 'host':
-    where the token tensors lived) and ``band_rows``.
+    ``info``: a dict that receives ``token_place`` ('compute', 'host' or
+    'disk': where the token tensors lived) and ``band_rows``.
 
     Every band is computed on the segmentor's device (its parameters').
     """
     size, (left, right, top, bottom), ori = output_geometry(meta or {}, image.size)
     head = segmentor.decode_head
     ac = head.align_corners
-    streamed = StreamedUFOViT(segmentor.backbone, tokens_per_band, token_dtype=token_dtype,
-                              token_device=token_device)
-    device = streamed.device
-    cuda = device.type == 'cuda'
-    if labels_device is None:
-        labels_device = torch.device('cpu')
     K = head.out_channels
+    device = next(segmentor.backbone.parameters()).device
+    cuda = device.type == 'cuda'
     if band_rows is None:
         band_rows = default_band_rows(device, K, ori[1])
+    reserve = head_band_bytes(segmentor, band_rows, size[1])
+    if labels_sink is None and max_ram_gb is not None:  # the label map, gathered whole
+        reserve += ori[0] * ori[1] * torch.empty((), dtype=labels_dtype).element_size()
+    streamed = StreamedUFOViT(
+        segmentor.backbone, tokens_per_band, token_dtype=token_dtype, token_device=token_device,
+        max_ram=None if max_ram_gb is None else round(max_ram_gb * 2**30),
+        scratch_dir=scratch_dir, head_band_bytes=reserve)
+    if labels_device is None:
+        labels_device = torch.device('cpu')
     n_bands = -(-ori[0] // band_rows)
     counter = Progress(streamed.work(image.size) + n_bands, progress)
     streamed.tick = counter.tick
 
-    logits = heads.decode(segmentor, streamed(image, channels))
+    try:
+        logits = heads.decode(segmentor, streamed(image, channels))
+    except BaseException:
+        streamed.close()
+        raise
     if info is not None:
         info.update(token_place=streamed.store.place, band_rows=band_rows)
     out = bands.Resize(logits, size=size, mode='bilinear', align_corners=ac)
@@ -161,10 +189,13 @@ def predict(segmentor, image: bands.Node, channels: int, meta: Optional[dict] = 
             # from a GPU into pinned memory: asynchronous, the next band is queued meanwhile
             labels[:, a:b].copy_(band, non_blocking=cuda)
         counter.tick()
-    with torch.no_grad():
-        bands.evaluate(out, band_rows, sink)
-    if cuda:
-        torch.cuda.synchronize(device)
+    try:
+        with torch.no_grad():
+            bands.evaluate(out, band_rows, sink)
+        if cuda:
+            torch.cuda.synchronize(device)
+    finally:
+        streamed.close()
     return labels, full_logits
 
 
@@ -245,7 +276,8 @@ def segment_large(model, image_bgr, band_rows: Optional[int] = None,
                   tokens_per_band: Optional[int] = None,
                   token_dtype: Optional[torch.dtype] = None,
                   token_device=None, info: Optional[dict] = None,
-                  labels_sink: Optional[Callable[[int, int, np.ndarray], None]] = None
+                  labels_sink: Optional[Callable[[int, int, np.ndarray], None]] = None,
+                  max_ram_gb: Optional[float] = None, scratch_dir=None
                   ) -> Optional[np.ndarray]:
     """Labels of every pixel of ``image_bgr`` at its own size, by an mmseg
     segmentor with a UFOViT backbone (e.g. from ``mmseg.apis.init_model``).
@@ -270,8 +302,10 @@ def segment_large(model, image_bgr, band_rows: Optional[int] = None,
     It runs on the model's device: on a GPU every band is computed there,
     the uint8 image rows go up and the labels come back band by band, and
     the backbone's token tensors stay on the GPU where they fit
-    (``token_device``: 'auto', 'cuda' or 'cpu'; see
-    :class:`.backbone.StreamedUFOViT`). ``info``: see :func:`predict`.
+    (``token_device``: 'auto', 'cuda', 'cpu' or 'disk'; see
+    :class:`.backbone.StreamedUFOViT`). ``max_ram_gb``, ``scratch_dir``
+    (a memory budget: the token tensors in files when they do not fit it)
+    and ``info``: see :func:`predict`.
     """
     model.eval()
     device = next(model.parameters()).device
@@ -285,14 +319,15 @@ def segment_large(model, image_bgr, band_rows: Optional[int] = None,
                 padding_size=[0, padded[1] - W, 0, padded[0] - H])
     K = model.decode_head.out_channels
     dtype = torch.uint8 if K <= 255 else torch.int16  # int16 bits read as uint16
-    sink = None
-    if labels_sink is not None:
-        def sink(a, b, rows):
-            band = rows[0].numpy()
-            labels_sink(a, b, band if K <= 255 else band.view(np.uint16))
+
+    def sink(a, b, rows):
+        band = rows[0].numpy()
+        labels_sink(a, b, band if K <= 255 else band.view(np.uint16))
     labels, _ = predict(model, source, channels, meta, band_rows, tokens_per_band,
                         labels_dtype=dtype, progress=progress, token_dtype=token_dtype,
-                        token_device=token_device, info=info, labels_sink=sink)
+                        token_device=token_device, info=info,
+                        labels_sink=None if labels_sink is None else sink,
+                        max_ram_gb=max_ram_gb, scratch_dir=scratch_dir)
     if labels is None:
         return None
     out = labels[0].numpy()
