@@ -38,6 +38,12 @@ TOKENS_PER_BAND = 8192
 TOKENS_PER_BAND_CUDA = 1 << 18
 
 
+#: the patch embedding's bands are this many times smaller than the blocks':
+#: its stride-2 convolutions hold maps of several times C values per token
+#: (measured: 72 KB a token at C = 384, patch 16, docs/large_images.md)
+EMBED_BAND_DIVISOR = 4
+
+
 def default_tokens_per_band(device: torch.device) -> int:
     return TOKENS_PER_BAND_CUDA if torch.device(device).type == 'cuda' else TOKENS_PER_BAND
 
@@ -110,6 +116,9 @@ class StreamedUFOViT:
         self.tokens_per_band = tokens_per_band or default_tokens_per_band(self.device)
         self.token_place = resolve_place(token_device, self.device)
         self.store: Optional[TokenStore] = None
+        #: what the memory budget was weighed on (bytes): held_bytes (the
+        #: process's resident set before the tokens), band_bytes, token_bytes
+        self.memory: dict = {}
         self.tick = tick or (lambda: None)
         if token_dtype not in (None, torch.float32, torch.bfloat16, torch.float16):
             raise ValueError(f'token_dtype must be float32, bfloat16 or float16, got {token_dtype}')
@@ -125,11 +134,15 @@ class StreamedUFOViT:
         return (len(self.m.out_indices) + 1) * batch * Hp * Wp * self.m.embed_dims * item
 
     def band_bytes(self) -> int:
-        """Working memory of one band of the blocks (float32): the band's
-        tokens and what a block makes of them (norms, q, k and v, the
-        residuals, the LPI's halo rows, the MLP's 4C hidden layer), an
-        estimate with a margin (measured: docs/large_images.md)."""
-        return 24 * self.tokens_per_band * self.m.embed_dims * 4
+        """Working memory of one band (float32), an estimate with a margin
+        (measured: docs/large_images.md): of the blocks, the band's tokens
+        and what a block makes of them (norms, q, k and v, the residuals, the
+        LPI's halo rows, the MLP's 4C hidden layer: 16 C values a token); of
+        the patch embedding, its convolutions' maps (64 C a token, in bands
+        ``EMBED_BAND_DIVISOR`` times smaller)."""
+        C = self.m.embed_dims
+        return 4 * C * max(16 * self.tokens_per_band,
+                           64 * self.tokens_per_band // EMBED_BAND_DIVISOR)
 
     def grid(self, image_size):
         p = self.m.patch_size
@@ -140,20 +153,29 @@ class StreamedUFOViT:
         """Token rows per band of a grid ``grid_width`` tokens wide."""
         return max(1, self.tokens_per_band // grid_width)
 
+    def embed_band_rows(self, grid_width: int) -> int:
+        """Token rows per band of the patch embedding."""
+        return max(1, self.tokens_per_band // EMBED_BAND_DIVISOR // grid_width)
+
     def work(self, image_size) -> int:
         """Units of work (ticks) of one image."""
         Hp, Wp = self.grid(image_size)
         n = -(-Hp // self.band_rows(Wp))
-        return n * (1 + 2 * len(self.m.blocks))
+        return -(-Hp // self.embed_band_rows(Wp)) + n * 2 * len(self.m.blocks)
 
     @torch.no_grad()
     def __call__(self, image: bands.Node, channels: int) -> List[bands.Node]:
         """The pyramid (strides 4, 8, 16, 32) of ``image``, a node of
         (B, channels, H, W) normalised pixels, as band nodes."""
         self.m.check_geometry(channels, image.height, image.width)
+        from ufo_mm.analysis import process_stats
         token_bytes = self.token_bytes(image.size)
+        if self.max_ram is not None:
+            process_stats.release_free_heap()
+        self.memory = dict(held_bytes=process_stats.rss_bytes(), token_bytes=token_bytes,
+                           band_bytes=max(self.band_bytes(), self.head_band_bytes))
         place = choose_place(token_bytes, self.device, self.token_place, max_ram=self.max_ram,
-                             band_bytes=max(self.band_bytes(), self.head_band_bytes))
+                             **{k: v for k, v in self.memory.items() if k != 'token_bytes'})
         self.store = TokenStore(self.device, place, self.token_dtype, self.scratch_dir,
                                 disk_bytes=token_bytes)
         x, (Hp, Wp) = self.embed(image)
@@ -188,7 +210,7 @@ class StreamedUFOViT:
                 tokens = self.store.empty(rows.shape[0], Hp * Wp, rows.shape[1])
             self.store.write(tokens, a * Wp, b * Wp, _tokens(rows))
             self.tick()
-        bands.evaluate(emb, self.band_rows(Wp), sink)
+        bands.evaluate(emb, self.embed_band_rows(Wp), sink)
         return tokens, (Hp, Wp)
 
     def block(self, blk, x: torch.Tensor, Hp: int, Wp: int, in_place: bool = False

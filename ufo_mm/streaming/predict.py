@@ -129,7 +129,10 @@ def predict(segmentor, image: bands.Node, channels: int, meta: Optional[dict] = 
     made, top to bottom, instead of into a whole label map (the labels
     returned are then None).
     ``info``: a dict that receives ``token_place`` ('compute', 'host' or
-    'disk': where the token tensors lived) and ``band_rows``.
+    'disk': where the token tensors lived), ``band_rows``, ``ram_minimum_gb``
+    (the smallest memory budget this run accepts: what the process held
+    before the tokens plus a band's estimated needs, GiB) and ``token_gb``
+    (the token tensors, GiB).
 
     Every band is computed on the segmentor's device (its parameters').
     """
@@ -160,7 +163,10 @@ def predict(segmentor, image: bands.Node, channels: int, meta: Optional[dict] = 
         streamed.close()
         raise
     if info is not None:
-        info.update(token_place=streamed.store.place, band_rows=band_rows)
+        m = streamed.memory
+        info.update(token_place=streamed.store.place, band_rows=band_rows,
+                    ram_minimum_gb=round((m['held_bytes'] + m['band_bytes']) / 2**30, 3),
+                    token_gb=round(m['token_bytes'] / 2**30, 3))
     out = bands.Resize(logits, size=size, mode='bilinear', align_corners=ac)
     if left or right or top or bottom:
         out = bands.Crop(out, (out.height - top - bottom, out.width - left - right), top, left)
