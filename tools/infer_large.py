@@ -6,11 +6,22 @@ far below what whole-image inference needs, and every pixel gets the label
 (every object the detection) that whole-image inference would give it.
 
 With an mmseg segmentor config, writes in ``--out-dir``:
-  * ``<image stem>_labels.png``: the class index of every pixel, the image's
-    full height and width, 8-bit grayscale (16-bit when the model has more
-    than 255 classes);
+  * ``<image stem>_labels.tif`` (TIFF input) or ``<image stem>_labels.png``
+    (PNG, JPEG and the rest; ``--labels-format`` chooses): the class index of
+    every pixel, the image's full height and width, 8-bit grayscale (16-bit
+    when the model has more than 255 classes). The TIFF is tiled and
+    deflate-compressed, written band by band as the labels are made, with
+    the input's georeference (CRS, transform) copied; BigTIFF past 4 GB;
+    ``--cog`` makes it a Cloud Optimized GeoTIFF;
   * ``<image stem>_overlay.jpg``: the image with the labels blended over it in
-    the dataset palette, shrunk to ``--overlay-side`` pixels on its long side.
+    the dataset palette, shrunk to ``--overlay-side`` pixels on its long side,
+    made from a label map kept at that size.
+
+A TIFF (tiled or striped, BigTIFF, GeoTIFF, a pyramid's ``--level``) is read
+band by band as the model needs the rows, never whole; PNG and JPEG are
+decoded whole. ``--max-ram-gb`` bounds the memory: the backbone's token
+tensors go to files in ``--scratch-dir`` when they do not fit it (the same
+labels), and a budget too small for one band stops with the minimum named.
 
 With an mmdet ``StreamingMaskRCNN`` config (``ufo_mm.streaming.detector``):
   * ``<image stem>_instances.json``: every detection as in a COCO results
@@ -23,11 +34,11 @@ With an mmdet ``StreamingMaskRCNN`` config (``ufo_mm.streaming.detector``):
 Progress goes to stderr; the last line on stdout is one JSON object: height,
 width, seconds (the model), peak_rss_gb (the process's peak resident memory,
 GiB), peak_device_gb (on a GPU: ``torch.cuda.max_memory_allocated``, GiB;
-null on the CPU), token_place (where the token tensors lived: 'compute' or
-'host'), image_read_seconds, write_seconds, band_rows, the outputs' paths, and
-num_classes and labels_dtype (segmentation) or num_instances (detection). Reads
-PNG, JPEG and (Big)TIFF beyond PIL's and OpenCV's pixel limits
-(``ufo_mm.apis.large_image``).
+null on the CPU), token_place (where the token tensors lived: 'compute',
+'host' or 'disk'), image_read_seconds, write_seconds, band_rows, the outputs'
+paths, and num_classes and labels_dtype (segmentation) or num_instances
+(detection). Reads PNG, JPEG and (Big)TIFF beyond PIL's and OpenCV's pixel
+limits (``ufo_mm.io.rasters``); detection holds the image whole.
 
 On a GPU (``--device cuda:0``) every band is computed there; the token
 tensors stay on the GPU when they fit in its free memory, else they live in
@@ -50,8 +61,7 @@ sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 from ufo_mm.analysis.process_stats import peak_rss_bytes  # noqa: E402
 from ufo_mm.apis.large_image import (ImageReadError, ProgressBarCallback,  # noqa: E402
-                                     default_palette, read_image, write_detection_overlay,
-                                     write_instances, write_labels, write_overlay)
+                                     default_palette, write_detection_overlay, write_instances)
 
 
 def parse_args(argv=None):
@@ -68,7 +78,23 @@ def parse_args(argv=None):
     parser.add_argument('--device', default='cpu', help='cpu, cuda or cuda:N')
     parser.add_argument('--token-device', default='auto',
                         help="where the backbone's token tensors live: auto (on the GPU where "
-                        'they fit in its free memory, else pinned host memory), cuda, or cpu')
+                        'they fit in its free memory, else pinned host memory; on disk past '
+                        '--max-ram-gb), cuda, cpu, or disk (files in --scratch-dir)')
+    parser.add_argument('--max-ram-gb', type=float, default=None,
+                        help='memory budget of the whole process, GiB: the token tensors go '
+                        'to disk when they do not fit it; None: no budget')
+    parser.add_argument('--scratch-dir', default=None,
+                        help='where token tensors spilled to disk go (a temporary folder '
+                        'made there, removed at the end); None: beside the outputs')
+    parser.add_argument('--level', type=int, default=None,
+                        help='pyramid level of a pyramidal TIFF (whole-slide SVS, OME, GeoTIFF '
+                        'overviews) to segment; None: level 0, the full resolution')
+    parser.add_argument('--labels-format', choices=('png', 'tif'), default=None,
+                        help='label file: tif (tiled, compressed, written band by band, '
+                        'georeference copied) or png (gathered whole); None: tif for a TIFF '
+                        'input, png for the rest')
+    parser.add_argument('--cog', action='store_true',
+                        help='write the label TIFF as a Cloud Optimized GeoTIFF (rasterio)')
     parser.add_argument('--band-rows', type=int, default=None,
                         help='image rows per streamed band, None: the streaming default; '
                         'fewer rows, less memory, the same labels')
@@ -92,6 +118,12 @@ def parse_args(argv=None):
         value = getattr(args, name)
         if value is not None and value < 1:
             parser.error(f'--{name.replace("_", "-")} must be >= 1, got {value}')
+    if args.max_ram_gb is not None and args.max_ram_gb <= 0:
+        parser.error(f'--max-ram-gb must be > 0, got {args.max_ram_gb}')
+    if args.level is not None and args.level < 0:
+        parser.error(f'--level must be >= 0, got {args.level}')
+    if args.cog and args.labels_format == 'png':
+        parser.error('--cog needs --labels-format tif')
     if not 0 <= args.opacity <= 1:
         parser.error(f'--opacity must be in [0, 1], got {args.opacity}')
     return args
@@ -107,9 +139,10 @@ def main(argv=None) -> dict:
 
     from ufo_mm.apis.builder import build_model, library_of
     from ufo_mm.devices import DeviceError, peak_device_gb, reset_peak, resolve_device
+    from ufo_mm.io.rasters import open_raster
     try:
         device = resolve_device(args.device)
-        if args.token_device not in ('auto', 'cpu'):
+        if args.token_device not in ('auto', 'cpu', 'disk'):
             resolve_device(args.token_device)
     except DeviceError as e:
         raise SystemExit(f'infer_large: {e}')
@@ -118,66 +151,63 @@ def main(argv=None) -> dict:
         torch.set_num_threads(args.threads)
     path = Path(args.image)
     t = time.perf_counter()
-    try:
-        image = read_image(path, channel_order='bgr')  # as LoadImageFromFile gives it
+    try:  # a TIFF: its header now, its rows band by band later; PNG, JPEG: decoded now
+        raster = open_raster(path, args.level)
     except (FileNotFoundError, ImageReadError) as e:
         raise SystemExit(f'infer_large: {e}')
     read_seconds = time.perf_counter() - t
-    height, width = image.shape[:2]
-    log(f'{path}: {width} x {height} read in {read_seconds:.1f} s')
+    height, width = raster.height, raster.width
+    log(f'{path}: {width} x {height}' + (f' (level {raster.level})' if raster.level else '') +
+        (f' decoded in {read_seconds:.1f} s' if raster.decoded_whole else
+         ', read band by band'))
 
-    model = build_model(args.config, args.checkpoint, device=args.device,
-                        cfg_options=args.cfg_options)
-    reset_peak(device)
-    library = library_of(model.cfg)
-    if library not in ('mmseg', 'mmdet'):
-        raise SystemExit(f'infer_large: {args.config} is neither an mmseg nor an mmdet config')
-    run = segment if library == 'mmseg' else detect
-    row = dict(image=str(path), height=int(height), width=int(width))
-    row.update(run(args, model, image, path))
+    with raster:
+        model = build_model(args.config, args.checkpoint, device=args.device,
+                            cfg_options=args.cfg_options)
+        reset_peak(device)
+        library = library_of(model.cfg)
+        if library not in ('mmseg', 'mmdet'):
+            raise SystemExit(f'infer_large: {args.config} is neither an mmseg nor an mmdet '
+                             'config')
+        row = dict(image=str(path), height=int(height), width=int(width), level=raster.level)
+        if library == 'mmseg':
+            row.update(segment(args, model, raster, path))
+        else:
+            t = time.perf_counter()
+            image = raster.read_whole('bgr')  # detection holds the image whole
+            read_seconds += time.perf_counter() - t
+            row.update(detect(args, model, image, path))
     row.update(peak_rss_gb=round(peak_rss_bytes() / 2**30, 3),
                peak_device_gb=peak_device_gb(device),
                image_read_seconds=round(read_seconds, 3), band_rows=args.band_rows,
-               token_dtype=args.token_dtype, device=args.device,
+               token_dtype=args.token_dtype, max_ram_gb=args.max_ram_gb, device=args.device,
                threads=torch.get_num_threads())
     print(json.dumps(row), flush=True)
     return row
 
 
-def segment(args, model, image, path: Path) -> dict:
-    import torch
-
-    from ufo_mm.streaming import segment_large
+def segment(args, model, raster, path: Path) -> dict:
+    from ufo_mm.apis.file_segmentation import (LABEL_FORMATS, default_labels_format,
+                                               segment_raster)
+    from ufo_mm.io.rasters import RasterError, RasterWriteError
     from ufo_mm.streaming.predict import token_dtype
-    height, width = image.shape[:2]
-    num_classes = int(model.decode_head.num_classes)
-    t = time.perf_counter()
-    info = {}
-    with torch.no_grad():
-        labels = segment_large(model, image, band_rows=args.band_rows,
-                               progress=ProgressBarCallback(sys.stderr),
-                               token_dtype=token_dtype(args.token_dtype),
-                               token_device=args.token_device, info=info)
-    seconds = time.perf_counter() - t
-    if labels.shape != (height, width):
-        raise RuntimeError(f'segment_large returned {labels.shape} labels for a '
-                           f'{height} x {width} image')
-    log(f'segmented in {seconds:.1f} s')
-
-    t = time.perf_counter()
+    from ufo_mm.streaming.tokens import MemoryBudgetError, ScratchDiskFull
+    fmt = args.labels_format or default_labels_format(raster)
     out_dir = Path(args.out_dir)
-    labels_path = write_labels(out_dir / f'{path.stem}_labels.png', labels, num_classes)
-    palette = (model.dataset_meta or {}).get('palette')
-    if palette is None:
-        palette = default_palette(num_classes)
-    overlay_path = write_overlay(out_dir / f'{path.stem}_overlay.jpg', image[..., ::-1], labels,
-                                 palette, max_side=args.overlay_side, opacity=args.opacity)
-    write_seconds = time.perf_counter() - t
-    log(f'wrote {labels_path} and {overlay_path}')
-    return dict(seconds=round(seconds, 3), write_seconds=round(write_seconds, 3),
-                num_classes=num_classes, labels_dtype=str(labels.dtype),
-                token_place=info.get('token_place'),
-                labels=str(labels_path), overlay=str(overlay_path))
+    labels_path = out_dir / f'{path.stem}_labels{LABEL_FORMATS[fmt]}'
+    try:
+        row = segment_raster(
+            model, raster, labels_path, out_dir / f'{path.stem}_overlay.jpg',
+            overlay_side=args.overlay_side, opacity=args.opacity, band_rows=args.band_rows,
+            token_dtype=token_dtype(args.token_dtype), token_device=args.token_device,
+            max_ram_gb=args.max_ram_gb, scratch_dir=args.scratch_dir or out_dir, cog=args.cog,
+            progress=ProgressBarCallback(sys.stderr))
+    except (MemoryBudgetError, ScratchDiskFull, RasterError, RasterWriteError) as e:
+        raise SystemExit(f'infer_large: {e}')
+    log(f'segmented in {row["seconds"]:.1f} s (token tensors: {row["token_place"]}); '
+        f'wrote {row["labels"]} and {row["overlay"]}')
+    row['labels_format'] = fmt
+    return row
 
 
 def detect(args, model, image, path: Path) -> dict:

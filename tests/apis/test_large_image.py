@@ -15,6 +15,7 @@ those tests need the streaming core and are skipped without it.
 """
 import io
 import json
+import os
 import re
 import subprocess
 import sys
@@ -448,6 +449,52 @@ def test_command_refuses_a_corrupt_image_naming_it(demo_ckpt, scene, tmp_path):
     assert proc.returncode != 0
     assert f'cannot read image {broken}' in proc.stderr and 'Traceback' not in proc.stderr
     assert not list(tmp_path.glob('*_labels.png'))
+
+
+@pytest.fixture(scope='module')
+def scene_tif(scene):
+    """The scene's pixels as a tiled, compressed TIFF (read band by band)."""
+    path = scene.with_suffix('.tif')
+    tifffile.imwrite(path, cv2.imread(str(scene))[..., ::-1], photometric='rgb',
+                     tile=(64, 64), compression='zlib')
+    return path
+
+
+def test_command_reads_a_tiff_band_by_band_and_writes_labels_band_by_band(
+        demo_ckpt, scene_tif, whole_image_labels, tmp_path):
+    """A tiled TIFF: read band by band, labels written as a tiled TIFF, equal
+    to mmseg's inference on the whole image; with the token tensors on disk
+    and a PNG of labels too."""
+    proc = infer_large(DEMO, demo_ckpt, scene_tif, '--out-dir', tmp_path, '--overlay-side', 200)
+    row = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert 'read band by band' in proc.stderr
+    assert row['labels'] == str(tmp_path / 'scene_labels.tif') and row['labels_format'] == 'tif'
+    assert row['token_place'] == 'compute'
+    assert np.array_equal(tifffile.imread(row['labels']), whole_image_labels)
+    assert cv2.imread(row['overlay']).shape == (132, 200, 3)
+    out = tmp_path / 'disk'
+    proc = infer_large(DEMO, demo_ckpt, scene_tif, '--out-dir', out, '--token-device', 'disk',
+                       '--labels-format', 'png', '--max-ram-gb', 64)
+    row = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert row['token_place'] == 'disk' and row['max_ram_gb'] == 64
+    labels = cv2.imread(row['labels'], cv2.IMREAD_UNCHANGED)
+    assert np.array_equal(labels, whole_image_labels)
+    assert sorted(os.listdir(out)) == ['scene_labels.png', 'scene_overlay.jpg']  # no scratch
+
+
+def test_command_refuses_a_truncated_tiff_and_a_too_small_budget(
+        demo_ckpt, scene_tif, tmp_path):
+    broken = tmp_path / 'broken.tif'
+    broken.write_bytes(scene_tif.read_bytes()[:-5000])
+    proc = infer_large(DEMO, demo_ckpt, broken, '--out-dir', tmp_path / 'a', check=False)
+    assert proc.returncode != 0 and 'Traceback' not in proc.stderr
+    assert f'{broken}: truncated' in proc.stderr
+    proc = infer_large(DEMO, demo_ckpt, scene_tif, '--out-dir', tmp_path / 'b',
+                       '--max-ram-gb', 0.05, check=False)
+    assert proc.returncode != 0 and 'Traceback' not in proc.stderr
+    assert re.search(r'infer_large: a memory budget of 0\.05 GiB is too small for one band: '
+                     r'this run needs at least \d+\.\d\d GiB', proc.stderr), proc.stderr[-2000:]
+    assert not (tmp_path / 'a').exists() and os.listdir(tmp_path / 'b') == []
 
 
 DET_DEMO = 'configs/ufo_vit/demo/mask-rcnn_ufo-vit-demo_synthetic.py'

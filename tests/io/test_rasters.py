@@ -159,6 +159,25 @@ def test_png_and_jpeg_are_decoded_whole(tmp_path, rgb):
             open_raster(path, level=1)
 
 
+@pytest.mark.parametrize('order', ['bgr', 'rgb'])
+def test_whole_image_for_detection(tmp_path, rgb, order):
+    """read_whole: a TIFF's rows all at once; a decoded PNG hands over its own
+    array (converted in place: no second image) and is closed."""
+    from PIL import Image
+    png, tif = tmp_path / 'image.png', tmp_path / 'image.tif'
+    Image.fromarray(rgb).save(png)
+    tifffile.imwrite(tif, rgb, photometric='rgb', tile=(64, 64))
+    want = rgb[..., ::-1] if order == 'bgr' else rgb
+    with open_raster(tif) as src:
+        assert np.array_equal(src.read_whole(order), want)
+    src = open_raster(png)
+    own = src._image
+    whole = src.read_whole(order)
+    assert whole is own and np.array_equal(whole, want)
+    with pytest.raises(ValueError, match='closed'):
+        src.read_whole(order)
+
+
 @pytest.mark.parametrize('point', [False, True])
 def test_geotiff_profile_equals_gdal(tmp_path, rgb, point):
     rasterio = pytest.importorskip('rasterio')

@@ -145,3 +145,23 @@ def test_refusals(x):
         bands.add(source(x), bands.Resize(source(x), size=(10, W)))
     with pytest.raises(ValueError, match='outside'):
         bands.Crop(source(x), (H, W), top=1)
+
+
+@pytest.mark.parametrize('band_rows', [1, 4, 100])
+def test_adaptive_average_pooling_in_bands(x, band_rows):
+    """PyTorch's bins (overlapping when the size does not divide), the map
+    walked once in bands for every size, never held whole."""
+    sizes = [(1, 1), (2, 2), (3, 3), (6, 6), (5, 7)]
+    conv = nn.Conv2d(x.shape[1], 4, 3, padding=1)
+    node = bands.Conv(conv, bands.Tensor(x))
+    seen = []
+    compute = node.compute
+    node.compute = lambda a, b: seen.append((a, b)) or compute(a, b)
+    with torch.no_grad():
+        pooled = bands.adaptive_avg_pool(node, sizes, band_rows)
+        whole = conv(x)
+    for out, size in zip(pooled, sizes):
+        torch.testing.assert_close(out, F.adaptive_avg_pool2d(whole, size), rtol=1e-5,
+                                   atol=1e-6)
+    assert sum(b - a for a, b in seen) == node.height  # each row once
+    assert max(b - a for a, b in seen) == min(band_rows, node.height)

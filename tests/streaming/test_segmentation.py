@@ -226,3 +226,86 @@ def test_a_head_without_an_entry_is_refused_naming_the_supported_ones(image):
     with pytest.raises(NotImplementedError, match='decode head PSPHead does not stream; '
                        'supported: ASPPHead, FCNHead, FPNHead, UPerHead'):
         predict(model, tensor_source(image), 3, None, **BANDS)
+
+
+@pytest.fixture(scope='module')
+def padded_fpn():
+    """Semantic FPN whose data preprocessor pads 229 x 301 to 256 x 320."""
+    cfg = small_cfg(SEM_FPN, num_classes=7)
+    cfg.model.data_preprocessor.test_cfg = dict(size_divisor=32)
+    return build(cfg).eval()
+
+
+@pytest.mark.parametrize('layout', ['tiled', 'striped'])
+def test_a_tiff_read_band_by_band_gives_the_labels_of_the_array(padded_fpn, tmp_path, layout):
+    """segment_large on an opened TIFF (rows read as the patch embedding needs
+    them) equals segment_large on the decoded array; no read holds more than
+    a band of rows."""
+    import tifffile
+
+    from ufo_mm.io.rasters import open_raster
+    rgb = cv2.GaussianBlur(np.random.default_rng(5).integers(0, 256, HW + (3,), np.uint8),
+                           (5, 5), 2)
+    path = tmp_path / 'scene.tif'
+    kw = dict(tile=(32, 48)) if layout == 'tiled' else dict(rowsperstrip=7)
+    tifffile.imwrite(path, rgb, photometric='rgb', compression='zlib', **kw)
+    ref = segment_large(padded_fpn, np.ascontiguousarray(rgb[..., ::-1]), **BANDS)
+    with open_raster(path) as src:
+        asked = []
+        read = src.read_rows
+        src.read_rows = lambda a, b, **kw: asked.append((a, b)) or read(a, b, **kw)
+        labels = segment_large(padded_fpn, src, **BANDS)
+    assert np.array_equal(labels, ref)
+    assert max(b - a for a, b in asked) < HW[0] // 2
+    rows = sorted(asked)
+    assert rows[0][0] == 0 and rows[-1][1] == HW[0]  # every row read, once
+    assert all(b0 == a1 for (_, b0), (a1, _) in zip(rows, rows[1:]))
+
+
+def test_labels_handed_band_by_band_to_a_sink(padded_fpn):
+    img = np.random.default_rng(6).integers(0, 256, HW + (3,), np.uint8)
+    ref = segment_large(padded_fpn, img, **BANDS)
+    got = []
+    assert segment_large(padded_fpn, img, labels_sink=lambda a, b, rows: got.append(
+        (a, b, rows.copy())), **BANDS) is None
+    assert [a for a, _, _ in got] == list(range(0, HW[0], BANDS['band_rows']))
+    assert all(rows.shape == (b - a, HW[1]) and rows.dtype == np.uint8 for a, b, rows in got)
+    assert np.array_equal(np.concatenate([rows for _, _, rows in got]), ref)
+
+
+@pytest.mark.parametrize('dtype', [None, 'bf16'])
+def test_tokens_spilled_to_disk_give_the_same_labels(image, tmp_path, monkeypatch, dtype):
+    """A memory budget the tokens do not fit sends them to files in the
+    scratch folder: labels and logits equal to the in-memory run's, in the
+    same token dtype; the folder is left empty. A budget below one band's
+    needs is refused, naming the minimum."""
+    from ufo_mm.analysis import process_stats
+    from ufo_mm.streaming.backbone import StreamedUFOViT
+    from ufo_mm.streaming.predict import head_band_bytes, token_dtype
+    model = build(small_cfg(UPERNET))
+    meta = dict(ori_shape=HW, img_shape=HW, pad_shape=HW)
+    kw = dict(with_logits=True, token_dtype=token_dtype(dtype), **BANDS)
+    streamed = StreamedUFOViT(model.backbone, BANDS['tokens_per_band'],
+                              token_dtype=token_dtype(dtype))
+    # 1 GiB held, whatever the test process holds, plus a band and the int64
+    # label map (gathered whole here), plus the tokens
+    monkeypatch.setattr(process_stats, 'rss_bytes', lambda: 2**30)
+    minimum = 2**30 + max(streamed.band_bytes(),
+                          head_band_bytes(model, BANDS['band_rows'], HW[1]) + 8 * HW[0] * HW[1])
+    tokens = streamed.token_bytes(HW)
+    with torch.no_grad():
+        for budget, place in ((None, 'compute'), (minimum + tokens, 'compute'),
+                              (minimum + tokens - 1, 'disk'), (minimum, 'disk')):
+            info = {}
+            labels, logits = predict(
+                model, tensor_source(image), 3, meta, info=info, scratch_dir=tmp_path,
+                max_ram_gb=None if budget is None else budget / 2**30, **kw)
+            assert info['token_place'] == place
+            if budget is None:
+                ref, ref_logits = labels, logits
+            assert torch.equal(labels, ref) and torch.equal(logits, ref_logits)
+        with pytest.raises(MemoryError, match=f'too small for one band: this run needs at '
+                           f'least {minimum / 2**30:.2f} GiB'):
+            predict(model, tensor_source(image), 3, meta, max_ram_gb=(minimum - 1) / 2**30,
+                    **kw)
+    assert list(tmp_path.iterdir()) == []

@@ -218,7 +218,6 @@ def write_labels(path: PathLike, labels: np.ndarray, num_classes: Optional[int] 
     when ``num_classes`` <= 255, 16-bit when more (``None``: the labels' own
     dtype, uint8 or uint16). uint8 / uint16 input is written without a copy;
     other integer types are converted after a range check. Returns the path."""
-    import cv2
     path = Path(path)
     if path.suffix.lower() != '.png':
         raise ValueError(f'label maps are written as PNG, not {path.name}')
@@ -239,10 +238,7 @@ def write_labels(path: PathLike, labels: np.ndarray, num_classes: Optional[int] 
         if lo < 0 or hi > np.iinfo(dtype).max:
             raise ValueError(f'labels from {lo} to {hi} do not fit {dtype.name}')
         labels = labels.astype(dtype)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if not cv2.imwrite(str(path), np.ascontiguousarray(labels)):
-        raise OSError(f'could not write {path}')
-    return path
+    return _imwrite(path, labels)
 
 
 def overlay_size(height: int, width: int, max_side: int) -> Tuple[int, int]:
@@ -258,19 +254,36 @@ def shrink_image(image: np.ndarray, size_hw: Tuple[int, int]) -> np.ndarray:
     """(H, W, 3) uint8 (any strides) -> (h, w, 3) uint8 by area averaging
     (OpenCV ``INTER_AREA``), band by band: only a band of rows of the full
     image is ever copied."""
-    import cv2
     height, width = image.shape[:2]
-    h, w = size_hw
-    if (h, w) == (height, width):
+    if tuple(size_hw) == (height, width):
         return np.ascontiguousarray(image)
+    return shrink_rows(lambda a, b: image[a:b], height, width, size_hw)
+
+
+def shrink_rows(rows: Callable[[int, int], np.ndarray], height: int, width: int,
+                size_hw: Tuple[int, int]) -> np.ndarray:
+    """:func:`shrink_image` of an image given by its rows: ``rows(a, b)``
+    gives rows ``[a, b)`` of a (height, width, 3) uint8 image (e.g. read from
+    a file band by band, ``RasterSource.read_rows``). Asks for about
+    ``BAND_BYTES`` of rows at a time, top to bottom."""
+    import cv2
+    h, w = size_hw
     out = np.empty((h, w, 3), np.uint8)
     step = max(1, int(BAND_BYTES / (3 * width * height / h)))  # output rows per band
     for o0 in range(0, h, step):
         o1 = min(h, o0 + step)
         i0, i1 = o0 * height // h, -(-o1 * height // h)
-        band = np.ascontiguousarray(image[i0:i1])
-        out[o0:o1] = cv2.resize(band, (w, o1 - o0), interpolation=cv2.INTER_AREA)
+        band = np.ascontiguousarray(rows(i0, i1))
+        if (h, w) == (height, width):
+            out[o0:o1] = band
+        else:
+            out[o0:o1] = cv2.resize(band, (w, o1 - o0), interpolation=cv2.INTER_AREA)
     return out
+
+
+def _centres(n: int, size: int) -> np.ndarray:
+    """Source index of the centre of each of ``size`` output pixels over ``n``."""
+    return ((np.arange(size) + 0.5) * n / size).astype(np.int64)
 
 
 def shrink_labels(labels: np.ndarray, size_hw: Tuple[int, int]) -> np.ndarray:
@@ -278,9 +291,24 @@ def shrink_labels(labels: np.ndarray, size_hw: Tuple[int, int]) -> np.ndarray:
     centre."""
     height, width = labels.shape
     h, w = size_hw
-    rows = ((np.arange(h) + 0.5) * height / h).astype(np.int64)
-    cols = ((np.arange(w) + 0.5) * width / w).astype(np.int64)
-    return labels[rows[:, None], cols[None, :]]
+    return labels[_centres(height, h)[:, None], _centres(width, w)[None, :]]
+
+
+class LabelThumbnail:
+    """:func:`shrink_labels` of a label map that arrives band by band: the
+    small (h, w) map is all that is kept. ``add(a, rows)`` with rows ``[a, a +
+    len(rows))`` of the (height, width) map, in any order; ``labels`` the
+    small map once every band was given."""
+
+    def __init__(self, height: int, width: int, size_hw: Tuple[int, int], dtype=np.uint8):
+        self.rows = _centres(height, size_hw[0])
+        self.cols = _centres(width, size_hw[1])
+        self.labels = np.zeros(size_hw, dtype)
+
+    def add(self, a: int, rows: np.ndarray):
+        picked = np.nonzero((self.rows >= a) & (self.rows < a + len(rows)))[0]
+        if len(picked):
+            self.labels[picked] = rows[self.rows[picked] - a][:, self.cols]
 
 
 def default_palette(num_classes: int) -> np.ndarray:
@@ -296,23 +324,46 @@ def write_overlay(path: PathLike, image: np.ndarray, labels: np.ndarray,
     ``ignore_index`` and labels outside the palette black), shrunk first so
     that its long side is at most ``max_side``. JPEG or PNG by the suffix.
     Returns the path."""
-    import cv2
-
-    from ufo_mm.visualization.seg_pictures import colour_labels
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
         raise ValueError(f'image must be (H, W, 3) uint8, got {image.dtype} {image.shape}')
     if image.shape[:2] != labels.shape:
         raise ValueError(f'image {image.shape[:2]} and labels {labels.shape} differ in size')
+    size = overlay_size(*labels.shape, max_side)
+    return write_small_overlay(path, shrink_image(image, size), shrink_labels(labels, size),
+                               palette, opacity, ignore_index)
+
+
+def write_small_overlay(path: PathLike, small_image: np.ndarray, small_labels: np.ndarray,
+                        palette: Sequence[Sequence[int]], opacity: float = 0.5,
+                        ignore_index: int = 255) -> Path:
+    """:func:`write_overlay` of an image and labels already shrunk to the
+    picture's size ((h, w, 3) uint8 RGB, e.g. by :func:`shrink_rows`, and
+    (h, w), e.g. by :class:`LabelThumbnail`): an image file's overlay with
+    neither held whole."""
+    import cv2
+
+    from ufo_mm.visualization.seg_pictures import colour_labels
     if not 0 <= opacity <= 1:
         raise ValueError(f'opacity must be in [0, 1], got {opacity}')
-    size = overlay_size(*labels.shape, max_side)
-    small = shrink_image(image, size)
-    colours = colour_labels(shrink_labels(labels, size), palette, ignore_index)
-    picture = cv2.addWeighted(small, 1 - opacity, colours, opacity, 0)
+    colours = colour_labels(small_labels, palette, ignore_index)
+    picture = cv2.addWeighted(small_image, 1 - opacity, colours, opacity, 0)
+    return _imwrite(path, picture[..., ::-1])
+
+
+def _imwrite(path: PathLike, array: np.ndarray) -> Path:
+    """``cv2.imwrite`` (format by the suffix; BGR or grey) under a temporary
+    name renamed to ``path`` once written: nothing half-written under ``path``."""
+    import cv2
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    if not cv2.imwrite(str(path), np.ascontiguousarray(picture[..., ::-1])):
-        raise OSError(f'could not write {path}')
+    part = path.with_name(f'.{path.stem}.part{path.suffix}')
+    try:
+        if not cv2.imwrite(str(part), np.ascontiguousarray(array)):
+            raise OSError(f'could not write {path}')
+        os.replace(part, path)
+    finally:
+        if part.exists():
+            part.unlink()
     return path
 
 
@@ -376,11 +427,7 @@ def write_detection_overlay(path: PathLike, image: np.ndarray, instances,
         colour = tuple(int(c) for c in palette[label % len(palette)])
         cv2.rectangle(picture, (int(x1 * sx), int(y1 * sy)), (int(x2 * sx), int(y2 * sy)),
                       colour, 1)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if not cv2.imwrite(str(path), np.ascontiguousarray(picture[..., ::-1])):
-        raise OSError(f'could not write {path}')
-    return path
+    return _imwrite(path, picture[..., ::-1])
 
 
 class ProgressBarCallback:

@@ -19,7 +19,8 @@ softmax and XCA attention do not.
 
 The bands are computed on the backbone's device. The whole token tensors
 live in a :class:`.tokens.TokenStore`: on that device, or on a GPU's host
-(pinned) when they do not fit in its memory (``token_device``).
+(pinned) when they do not fit in its memory, or in files when they do not fit
+a memory budget (``token_device``, ``max_ram``).
 """
 from typing import Callable, List, Optional, Union
 
@@ -35,6 +36,12 @@ TOKENS_PER_BAND = 8192
 #: tokens per band on a GPU: bands large enough to keep it busy (0.4 GB per
 #: (N, C) float32 band at C = 384, 1.6 GB for the MLP's hidden band)
 TOKENS_PER_BAND_CUDA = 1 << 18
+
+
+#: the patch embedding's bands are this many times smaller than the blocks':
+#: its stride-2 convolutions hold maps of several times C values per token
+#: (measured: 72 KB a token at C = 384, patch 16, docs/large_images.md)
+EMBED_BAND_DIVISOR = 4
 
 
 def default_tokens_per_band(device: torch.device) -> int:
@@ -72,8 +79,21 @@ class StreamedUFOViT:
             on the backbone's device, except on a GPU whose free memory they
             do not fit: then in pinned host memory), the backbone's device,
             or 'cpu' (on a GPU: pinned host memory, each band copied in and
-            its result copied back, overlapped with the computation).
+            its result copied back, overlapped with the computation), or
+            'disk' (files in ``scratch_dir``, read and written band by band;
+            what 'auto' chooses when they do not fit ``max_ram``).
             None: 'auto'.
+        max_ram: a memory budget, bytes of resident memory for the whole
+            process (None: no budget). The token tensors stay in memory when
+            they fit it beside what the process holds and a band's working
+            memory (:meth:`band_bytes` plus ``head_band_bytes``), else they go
+            to disk; a budget smaller than a band's needs raises
+            :class:`.tokens.MemoryBudgetError`.
+        scratch_dir: where the files of 'disk' go (in a temporary folder
+            made there and removed at the end; None: the system's
+            temporary folder).
+        head_band_bytes: working memory of one band of what follows the
+            backbone (the heads), for the budget.
 
     The bands are computed on the backbone's device (its parameters').
     """
@@ -81,7 +101,8 @@ class StreamedUFOViT:
     def __init__(self, backbone: UFOViT, tokens_per_band: Optional[int] = None,
                  tick: Optional[Callable[[], None]] = None,
                  token_dtype: Optional[torch.dtype] = None,
-                 token_device: Union[str, torch.device, None] = None):
+                 token_device: Union[str, torch.device, None] = None,
+                 max_ram: Optional[int] = None, scratch_dir=None, head_band_bytes: int = 0):
         if not isinstance(backbone, UFOViT):
             raise TypeError(f'streamed inference needs a UFOViT backbone, got '
                             f'{type(backbone).__name__}')
@@ -95,10 +116,15 @@ class StreamedUFOViT:
         self.tokens_per_band = tokens_per_band or default_tokens_per_band(self.device)
         self.token_place = resolve_place(token_device, self.device)
         self.store: Optional[TokenStore] = None
+        #: what the memory budget was weighed on (bytes): held_bytes (the
+        #: process's resident set before the tokens), band_bytes, token_bytes
+        self.memory: dict = {}
         self.tick = tick or (lambda: None)
         if token_dtype not in (None, torch.float32, torch.bfloat16, torch.float16):
             raise ValueError(f'token_dtype must be float32, bfloat16 or float16, got {token_dtype}')
         self.token_dtype = token_dtype
+        self.max_ram, self.scratch_dir = max_ram, scratch_dir
+        self.head_band_bytes = head_band_bytes
 
     def token_bytes(self, image_size, batch: int = 1) -> int:
         """Bytes of the token tensors held at once: the four kept outputs and
@@ -106,6 +132,17 @@ class StreamedUFOViT:
         Hp, Wp = self.grid(image_size)
         item = torch.finfo(self.token_dtype or torch.float32).bits // 8
         return (len(self.m.out_indices) + 1) * batch * Hp * Wp * self.m.embed_dims * item
+
+    def band_bytes(self) -> int:
+        """Working memory of one band (float32), an estimate with a margin
+        (measured: docs/large_images.md): of the blocks, the band's tokens
+        and what a block makes of them (norms, q, k and v, the residuals, the
+        LPI's halo rows, the MLP's 4C hidden layer: 16 C values a token); of
+        the patch embedding, its convolutions' maps (64 C a token, in bands
+        ``EMBED_BAND_DIVISOR`` times smaller)."""
+        C = self.m.embed_dims
+        return 4 * C * max(16 * self.tokens_per_band,
+                           64 * self.tokens_per_band // EMBED_BAND_DIVISOR)
 
     def grid(self, image_size):
         p = self.m.patch_size
@@ -116,19 +153,31 @@ class StreamedUFOViT:
         """Token rows per band of a grid ``grid_width`` tokens wide."""
         return max(1, self.tokens_per_band // grid_width)
 
+    def embed_band_rows(self, grid_width: int) -> int:
+        """Token rows per band of the patch embedding."""
+        return max(1, self.tokens_per_band // EMBED_BAND_DIVISOR // grid_width)
+
     def work(self, image_size) -> int:
         """Units of work (ticks) of one image."""
         Hp, Wp = self.grid(image_size)
         n = -(-Hp // self.band_rows(Wp))
-        return n * (1 + 2 * len(self.m.blocks))
+        return -(-Hp // self.embed_band_rows(Wp)) + n * 2 * len(self.m.blocks)
 
     @torch.no_grad()
     def __call__(self, image: bands.Node, channels: int) -> List[bands.Node]:
         """The pyramid (strides 4, 8, 16, 32) of ``image``, a node of
         (B, channels, H, W) normalised pixels, as band nodes."""
         self.m.check_geometry(channels, image.height, image.width)
-        place = choose_place(self.token_bytes(image.size), self.device, self.token_place)
-        self.store = TokenStore(self.device, place, self.token_dtype)
+        from ufo_mm.analysis import process_stats
+        token_bytes = self.token_bytes(image.size)
+        if self.max_ram is not None:
+            process_stats.release_free_heap()
+        self.memory = dict(held_bytes=process_stats.rss_bytes(), token_bytes=token_bytes,
+                           band_bytes=max(self.band_bytes(), self.head_band_bytes))
+        place = choose_place(token_bytes, self.device, self.token_place, max_ram=self.max_ram,
+                             **{k: v for k, v in self.memory.items() if k != 'token_bytes'})
+        self.store = TokenStore(self.device, place, self.token_dtype, self.scratch_dir,
+                                disk_bytes=token_bytes)
         x, (Hp, Wp) = self.embed(image)
         feats = []
         for i, blk in enumerate(self.m.blocks):
@@ -137,6 +186,12 @@ class StreamedUFOViT:
             if i in self.m.out_indices:
                 feats.append(x)
         return self.pyramid(feats, Hp, Wp, image.size)
+
+    def close(self):
+        """Free the token tensors' files, if they went to disk (after the
+        last band of the heads was computed)."""
+        if self.store is not None:
+            self.store.close()
 
     def embed(self, image: bands.Node):
         """Tokens (B, Hp * Wp, C) with the position encoding added."""
@@ -155,7 +210,7 @@ class StreamedUFOViT:
                 tokens = self.store.empty(rows.shape[0], Hp * Wp, rows.shape[1])
             self.store.write(tokens, a * Wp, b * Wp, _tokens(rows))
             self.tick()
-        bands.evaluate(emb, self.band_rows(Wp), sink)
+        bands.evaluate(emb, self.embed_band_rows(Wp), sink)
         return tokens, (Hp, Wp)
 
     def block(self, blk, x: torch.Tensor, Hp: int, Wp: int, in_place: bool = False
@@ -220,7 +275,7 @@ class StreamedUFOViT:
         """Token rows of a stored (B, Hp * Wp, C) tensor as a node of float32
         (B, C, rows, Wp) maps on the computing device. In place on the device
         (float32 storage): a view of the tensor itself, held whole."""
-        if not self.store.host and t.dtype == torch.float32:
+        if self.store.place == 'compute' and t.dtype == torch.float32:
             return bands.Tensor(_grid(t, Hp, Wp))
         return bands.Source(lambda a, b: _grid(self.store.read(t, a * Wp, b * Wp), b - a, Wp),
                             (Hp, Wp))

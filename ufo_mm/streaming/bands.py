@@ -459,6 +459,35 @@ def collect(nodes: Sequence[Node], band_rows: int, dtype: Optional[torch.dtype] 
     return node.outputs
 
 
+def adaptive_avg_pool(node: Node, sizes: Sequence[Size], band_rows: int) -> List[torch.Tensor]:
+    """``F.adaptive_avg_pool2d(x, size)`` of the whole map ``x`` of ``node``
+    for each of ``sizes``, the map computed in bands of ``band_rows`` rows
+    (one walk for all sizes) and never held whole. PyTorch's bins: output
+    row i averages input rows ``floor(i H / h)`` to ``ceil((i + 1) H / h)``,
+    columns alike. Each band's rows are averaged over their column bins
+    (``F.adaptive_avg_pool2d`` on the band itself) and summed into their row
+    bins: the same mean, summed in another order (equal within rounding)."""
+    H = node.height
+    bins = []
+    for h, _ in sizes:
+        bins.append([(i * H // h, -(-(i + 1) * H // h)) for i in range(h)])
+    sums: List[Optional[torch.Tensor]] = [None] * len(sizes)
+
+    def sink(a, b, rows):
+        for k, ((h, w), rbins) in enumerate(zip(sizes, bins)):
+            cols = F.adaptive_avg_pool2d(rows, (b - a, w))  # (B, C, b - a, w)
+            if sums[k] is None:
+                sums[k] = cols.new_zeros(cols.shape[:2] + (h, w))
+            for i, (lo, hi) in enumerate(rbins):
+                lo, hi = max(lo, a), min(hi, b)
+                if lo < hi:
+                    sums[k][:, :, i] += cols[:, :, lo - a:hi - a].sum(dim=2)
+    evaluate(node, band_rows, sink)
+    counts = [torch.tensor([hi - lo for lo, hi in rbins], dtype=s.dtype, device=s.device)
+              for rbins, s in zip(bins, sums)]
+    return [s / n.view(1, 1, -1, 1) for s, n in zip(sums, counts)]
+
+
 # -- modules as nodes ----------------------------------------------------------------------
 ROW_WISE = (nn.modules.batchnorm._BatchNorm, nn.GELU, nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.SiLU,
             nn.Sigmoid, nn.Tanh, nn.Identity, nn.Dropout, nn.Dropout2d, nn.Hardswish)

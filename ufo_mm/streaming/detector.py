@@ -59,11 +59,14 @@ def stream_features(detector, image: bands.Node, channels: int,
         band_rows = max(1, FEATURE_BAND_BYTES // (4 * detector.neck.out_channels * finest[1]))
     counter = Progress(streamed.work(image.size) + -(-finest[0] // band_rows), progress)
     streamed.tick = counter.tick
-    levels = heads.fpn_neck(detector.neck, streamed(image, channels))
-    scores, deltas = heads.rpn_head(detector.rpn_head, levels)
-    with torch.no_grad():
-        out = bands.collect(levels + scores + deltas, band_rows,
-                            progress=lambda done, total: counter.tick())
+    try:
+        levels = heads.fpn_neck(detector.neck, streamed(image, channels))
+        scores, deltas = heads.rpn_head(detector.rpn_head, levels)
+        with torch.no_grad():
+            out = bands.collect(levels + scores + deltas, band_rows,
+                                progress=lambda done, total: counter.tick())
+    finally:
+        streamed.close()  # the token files of token_device 'disk'
     n = len(levels)
     return out[:n], out[n:2 * n], out[2 * n:]
 

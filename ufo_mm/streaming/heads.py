@@ -10,13 +10,15 @@ Streaming another mmseg decode head is one function and one table entry:
 a function ``(head, feats) -> logits node`` that follows the head's
 ``forward`` with the nodes of :mod:`.bands`, registered in :data:`DECODE_HEADS`
 under the head's class name with :func:`stream_head` (docs/large_images.md,
-"Adding a head", walks through ``FCNHead``). Global parts (pooling over the
-whole map) run once on the whole map, what follows them in bands
-(:func:`global_pooling`). A head or neck with no entry raises
+"Adding a head", walks through ``FCNHead``). Global parts are computed first:
+a branch that pools the whole map (UperNet's pyramid pooling, ASPP's image
+pooling) averages it in one walk over its bands (:func:`global_pooling`);
+what follows runs in bands. A head or neck with no entry raises
 ``NotImplementedError`` naming it and the supported ones.
 """
 from typing import Callable, Dict, List
 
+import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
@@ -60,25 +62,41 @@ def classify(head, feat: bands.Node) -> bands.Node:
     return bands.Conv(head.conv_seg, feat)
 
 
-def global_pooling(branch: nn.Module, x: bands.Node, size, align_corners) -> bands.Node:
-    """``resize(branch(x), x's size, 'bilinear')`` for a branch that pools
-    the whole map to ``size`` (adaptive average pooling, then 1x1 layers):
-    the branch runs once on the whole map and is held (it is small), its
-    resize back to the map's size runs in bands."""
-    size = (size, size) if isinstance(size, int) else tuple(size)
-    pooled = bands.Whole(branch, x, size)
-    return bands.Resize(pooled, size=x.size, mode='bilinear', align_corners=align_corners)
+#: bytes of one band of a map walked for its global pooling
+POOLING_BAND_BYTES = 16 << 20
+
+
+def global_pooling(branches, x: bands.Node, channels: int, align_corners) -> List[bands.Node]:
+    """``resize(branch(x), x's size, 'bilinear')`` for each branch that pools
+    the whole map ``x`` (``nn.AdaptiveAvgPool2d``, then 1x1 layers). The
+    poolings of all branches are computed at once, when the graph is built,
+    in one walk over ``x`` in bands (:func:`.bands.adaptive_avg_pool`: the map
+    is never held whole, nor are the token rows it comes from), the rest of
+    each branch on its small pooled map, and held; the resizes back to the
+    map's size run in bands. ``channels``: the map's, for the band size."""
+    sizes = []
+    for branch in branches:
+        pool = branch[0]
+        if not isinstance(pool, nn.AdaptiveAvgPool2d):
+            raise NotImplementedError(f'global pooling branch starting with {type(pool).__name__}')
+        s = pool.output_size
+        sizes.append((s, s) if isinstance(s, int) else tuple(s))
+    rows = max(1, POOLING_BAND_BYTES // (4 * channels * x.width))
+    with torch.no_grad():
+        pooled = bands.adaptive_avg_pool(x, sizes, rows)
+        return [bands.Resize(bands.Tensor(branch[1:](p)), size=x.size, mode='bilinear',
+                             align_corners=align_corners)
+                for branch, p in zip(branches, pooled)]
 
 
 def pyramid_pooling(head, top: bands.Node) -> bands.Node:
-    """UPerHead's ``psp_forward`` on the stride-32 map ``top``: the map, each
-    branch pooled and resized back (:func:`global_pooling`), concatenated, and
-    the 3x3 bottleneck, so no (channels x H/32 x W/32) map of the branches is
-    formed whole (at 65536 px one is 2^31 elements, past what CUDA's bilinear
-    upsampling indexes)."""
+    """UPerHead's ``psp_forward`` on the stride-32 map ``top``: the map and
+    each branch pooled and resized back (:func:`global_pooling`),
+    concatenated, and the 3x3 bottleneck in bands, so no (channels x H/32 x
+    W/32) map of the branches is formed whole (at 65536 px one is 2^31
+    elements, past what CUDA's bilinear upsampling indexes)."""
     ppm = head.psp_modules
-    parts = [top] + [global_pooling(branch, top, scale, ppm.align_corners)
-                     for scale, branch in zip(ppm.pool_scales, ppm)]
+    parts = [top] + global_pooling(ppm, top, head.in_channels[-1], ppm.align_corners)
     return bands.module_node(head.bottleneck, bands.cat(*parts))
 
 
@@ -131,7 +149,8 @@ def aspp_head(head, feats: List[bands.Node]) -> bands.Node:
     whole map (:func:`global_pooling`), the atrous 1x1 / 3x3 branches in
     bands, concatenated, the bottleneck, ``cls_seg``."""
     x = transformed_inputs(head, feats)
-    parts = [global_pooling(head.image_pool, x, 1, head.align_corners)]
+    channels = head.in_channels if isinstance(head.in_channels, int) else sum(head.in_channels)
+    parts = global_pooling([head.image_pool], x, channels, head.align_corners)
     parts += [bands.module_node(branch, x) for branch in head.aspp_modules]
     return classify(head, bands.module_node(head.bottleneck, bands.cat(*parts)))
 

@@ -6,10 +6,12 @@ backbone (:class:`.backbone.StreamedUFOViT`), neck and decode head
 (:mod:`.heads`), the resize of the logits to the (padded) input size, the
 crop of the padding, the resize to the original size, and the argmax (or the
 threshold of a one-channel head). The (classes, H, W) logits exist one band at
-a time; only the label map is whole.
+a time; the label map is whole, or handed band by band to a sink
+(``labels_sink``) that writes it to a file.
 
-:func:`segment_large` is the entry for an image in memory (a uint8 array):
-it normalises the rows with the segmentor's data preprocessor as they are
+:func:`segment_large` is the entry for an image in memory (a uint8 array)
+or in a file read band by band (:func:`ufo_mm.io.rasters.open_raster`): it
+normalises the rows with the segmentor's data preprocessor as they are
 needed, so no float copy of the image exists either.
 """
 from typing import Callable, Optional, Sequence, Tuple
@@ -44,6 +46,19 @@ def token_dtype(name: Optional[str]) -> Optional[torch.dtype]:
     if name not in TOKEN_DTYPES:
         raise ValueError(f'token dtype must be one of {", ".join(TOKEN_DTYPES)}, got {name!r}')
     return TOKEN_DTYPES[name]
+
+
+def head_band_bytes(segmentor, band_rows: int, width: int) -> int:
+    """Working memory of one band of ``band_rows`` output rows ``width``
+    pixels wide after the backbone, for a memory budget: the float32 logits
+    of the band (resized and reduced to labels) and the neck's and head's
+    maps at stride 4 that feed it (with their halo rows), an estimate with a
+    margin (measured: docs/large_images.md)."""
+    head = segmentor.decode_head
+    logits = 3 * band_rows * width * head.out_channels * 4
+    channels = max(head.channels, getattr(getattr(segmentor, 'neck', None), 'out_channels', 0))
+    maps = 16 * channels * (band_rows // 4 + 8) * (width // 4 + 1) * 4
+    return logits + maps
 
 
 def output_geometry(meta: dict, input_size: Sequence[int]):
@@ -83,8 +98,10 @@ def predict(segmentor, image: bands.Node, channels: int, meta: Optional[dict] = 
             labels_dtype: torch.dtype = torch.int64, with_logits: bool = False,
             progress: Optional[Callable[[int, int], None]] = None,
             token_dtype: Optional[torch.dtype] = None, token_device=None,
-            labels_device: Optional[torch.device] = None, info: Optional[dict] = None
-            ) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+            labels_device: Optional[torch.device] = None, info: Optional[dict] = None,
+            labels_sink: Optional[Callable[[int, int, torch.Tensor], None]] = None,
+            max_ram_gb: Optional[float] = None, scratch_dir=None
+            ) -> Tuple[Optional[torch.Tensor], Optional[torch.Tensor]]:
     """Labels (B, H, W) of ``image``, a band node of normalised (B, channels,
     H, W) inputs, and the full-size logits (B, classes, H, W) if
     ``with_logits`` (what mmseg keeps as ``seg_logits``: sigmoid for a
@@ -97,35 +114,59 @@ def predict(segmentor, image: bands.Node, channels: int, meta: Optional[dict] = 
     ``token_dtype``: storage of the backbone's token tensors (see
     :class:`.backbone.StreamedUFOViT`; bf16 halves the largest part of the
     memory, and the result is then close to, not equal to, whole-image's).
-    ``token_device``: where those tensors live ('auto', the model's device
-    or 'cpu'; see :class:`.backbone.StreamedUFOViT`).
+    ``token_device``: where those tensors live ('auto', the model's device,
+    'cpu' or 'disk'; see :class:`.backbone.StreamedUFOViT`).
+    ``max_ram_gb``: a memory budget, GiB of resident memory for the whole
+    process: the token tensors go to files in ``scratch_dir`` when they do
+    not fit it (the labels are the same); a budget too small for one band
+    raises :class:`.tokens.MemoryBudgetError`. The whole label map (without
+    ``labels_sink``) is part of what the budget must hold.
     ``labels_device``: where the labels are gathered (default: the model's
     device on the CPU; on a GPU the host, each band's labels copied back as
     they are made, in ``labels_dtype``).
-    ``info``: a dict that receives ``token_place`` ('compute' or 'host':
-    where the token tensors lived) and ``band_rows``.
+    ``labels_sink(a, b, labels)``: given, each band's labels, rows ``[a,
+    b)``, (B, b - a, W) in ``labels_dtype`` on the host, go to it as they are
+    made, top to bottom, instead of into a whole label map (the labels
+    returned are then None).
+    ``info``: a dict that receives ``token_place`` ('compute', 'host' or
+    'disk': where the token tensors lived), ``band_rows``, ``ram_minimum_gb``
+    (the smallest memory budget this run accepts: what the process held
+    before the tokens plus a band's estimated needs, GiB) and ``token_gb``
+    (the token tensors, GiB).
 
     Every band is computed on the segmentor's device (its parameters').
     """
     size, (left, right, top, bottom), ori = output_geometry(meta or {}, image.size)
     head = segmentor.decode_head
     ac = head.align_corners
-    streamed = StreamedUFOViT(segmentor.backbone, tokens_per_band, token_dtype=token_dtype,
-                              token_device=token_device)
-    device = streamed.device
+    K = head.out_channels
+    device = next(segmentor.backbone.parameters()).device
     cuda = device.type == 'cuda'
-    if labels_device is None:
-        labels_device = torch.device('cpu')
-    B, K = 1, head.out_channels
     if band_rows is None:
         band_rows = default_band_rows(device, K, ori[1])
+    reserve = head_band_bytes(segmentor, band_rows, size[1])
+    if labels_sink is None and max_ram_gb is not None:  # the label map, gathered whole
+        reserve += ori[0] * ori[1] * torch.empty((), dtype=labels_dtype).element_size()
+    streamed = StreamedUFOViT(
+        segmentor.backbone, tokens_per_band, token_dtype=token_dtype, token_device=token_device,
+        max_ram=None if max_ram_gb is None else round(max_ram_gb * 2**30),
+        scratch_dir=scratch_dir, head_band_bytes=reserve)
+    if labels_device is None:
+        labels_device = torch.device('cpu')
     n_bands = -(-ori[0] // band_rows)
     counter = Progress(streamed.work(image.size) + n_bands, progress)
     streamed.tick = counter.tick
 
-    logits = heads.decode(segmentor, streamed(image, channels))
+    try:
+        logits = heads.decode(segmentor, streamed(image, channels))
+    except BaseException:
+        streamed.close()
+        raise
     if info is not None:
-        info.update(token_place=streamed.store.place, band_rows=band_rows)
+        m = streamed.memory
+        info.update(token_place=streamed.store.place, band_rows=band_rows,
+                    ram_minimum_gb=round((m['held_bytes'] + m['band_bytes']) / 2**30, 3),
+                    token_gb=round(m['token_bytes'] / 2**30, 3))
     out = bands.Resize(logits, size=size, mode='bilinear', align_corners=ac)
     if left or right or top or bottom:
         out = bands.Crop(out, (out.height - top - bottom, out.width - left - right), top, left)
@@ -134,28 +175,33 @@ def predict(segmentor, image: bands.Node, channels: int, meta: Optional[dict] = 
     labels = full_logits = None
 
     def sink(a, b, rows):
-        nonlocal labels, full_logits, B
-        if labels is None:
-            B = rows.shape[0]
-            pin = cuda and labels_device.type == 'cpu'
-            labels = torch.empty((B,) + ori, dtype=labels_dtype, device=labels_device,
-                                 pin_memory=pin)
-            if with_logits:
-                full_logits = rows.new_empty((B, K) + ori)
+        nonlocal labels, full_logits
         if K > 1:
             band = rows.argmax(dim=1).to(labels_dtype)
         else:
             rows = rows.sigmoid()
             band = (rows[:, 0] > head.threshold).to(labels_dtype)
-        # from a GPU into pinned memory: asynchronous, the next band is queued meanwhile
-        labels[:, a:b].copy_(band, non_blocking=cuda)
         if with_logits:
+            if full_logits is None:
+                full_logits = rows.new_empty((rows.shape[0], K) + ori)
             full_logits[:, :, a:b] = rows
+        if labels_sink is not None:
+            labels_sink(a, b, band.cpu())
+        else:
+            if labels is None:
+                pin = cuda and labels_device.type == 'cpu'
+                labels = torch.empty((rows.shape[0],) + ori, dtype=labels_dtype,
+                                     device=labels_device, pin_memory=pin)
+            # from a GPU into pinned memory: asynchronous, the next band is queued meanwhile
+            labels[:, a:b].copy_(band, non_blocking=cuda)
         counter.tick()
-    with torch.no_grad():
-        bands.evaluate(out, band_rows, sink)
-    if cuda:
-        torch.cuda.synchronize(device)
+    try:
+        with torch.no_grad():
+            bands.evaluate(out, band_rows, sink)
+        if cuda:
+            torch.cuda.synchronize(device)
+    finally:
+        streamed.close()
     return labels, full_logits
 
 
@@ -179,7 +225,26 @@ def array_source(image: np.ndarray, data_preprocessor, device=None
     if image.ndim != 3 or image.dtype != np.uint8:
         raise ValueError(f'expected a (H, W, C) uint8 image, got {image.dtype} of shape '
                          f'{image.shape}')
-    H, W = image.shape[:2]
+    return _preprocessed_rows(lambda a, b: image[a:b], image.shape[:2], data_preprocessor,
+                              device)
+
+
+def raster_source(raster, data_preprocessor, device=None
+                  ) -> Tuple[bands.Node, Tuple[int, int]]:
+    """As :func:`array_source`, for an image file read band by band
+    (:class:`ufo_mm.io.rasters.RasterSource`, from ``open_raster``): each
+    band's rows are read (BGR) when the patch embedding needs them, so the
+    image is never held whole. The same pixels give the same rows as
+    :func:`array_source`, hence the same labels."""
+    return _preprocessed_rows(lambda a, b: raster.read_rows(a, b, channel_order='bgr'),
+                              (raster.height, raster.width), data_preprocessor, device)
+
+
+def _preprocessed_rows(read: Callable[[int, int], np.ndarray], size: Tuple[int, int],
+                       data_preprocessor, device=None) -> Tuple[bands.Node, Tuple[int, int]]:
+    """The node of normalised, padded rows of an (H, W) uint8 BGR image whose
+    rows ``[a, b)`` ``read(a, b)`` gives as (b - a, W, 3); and the padded size."""
+    H, W = size
     dp = data_preprocessor
     mean = getattr(dp, 'mean', None) if getattr(dp, '_enable_normalize', False) else None
     std = getattr(dp, 'std', None) if mean is not None else None
@@ -198,7 +263,7 @@ def array_source(image: np.ndarray, data_preprocessor, device=None
         mean, std = mean.to(device), std.to(device)
 
     def rows(a, b):
-        x = torch.from_numpy(image[a:min(b, H)])  # (r, W, C) uint8, a view
+        x = torch.from_numpy(read(min(a, H), min(b, H)))  # (r, W, C) uint8
         if device.type != 'cpu':
             x = x.to(device)
         if flip:
@@ -207,19 +272,26 @@ def array_source(image: np.ndarray, data_preprocessor, device=None
         if mean is not None:
             x = (x - mean) / std
         if b > H or Wp > W:
-            x = torch.nn.functional.pad(x, (0, Wp - W, 0, max(b - H, 0)), value=pad_val)
+            x = torch.nn.functional.pad(x, (0, Wp - W, 0, b - a - x.shape[1]), value=pad_val)
         return x[None]
     return bands.Source(rows, (Hp, Wp)), (Hp, Wp)
 
 
-def segment_large(model, image_bgr: np.ndarray, band_rows: Optional[int] = None,
+def segment_large(model, image_bgr, band_rows: Optional[int] = None,
                   progress: Optional[Callable[[int, int], None]] = None,
                   tokens_per_band: Optional[int] = None,
                   token_dtype: Optional[torch.dtype] = None,
-                  token_device=None, info: Optional[dict] = None) -> np.ndarray:
-    """Labels of every pixel of ``image_bgr`` ((H, W, 3) uint8, BGR as mmseg's
-    ``LoadImageFromFile`` gives), at its own size, by an mmseg segmentor
-    with a UFOViT backbone (e.g. from ``mmseg.apis.init_model``).
+                  token_device=None, info: Optional[dict] = None,
+                  labels_sink: Optional[Callable[[int, int, np.ndarray], None]] = None,
+                  max_ram_gb: Optional[float] = None, scratch_dir=None
+                  ) -> Optional[np.ndarray]:
+    """Labels of every pixel of ``image_bgr`` at its own size, by an mmseg
+    segmentor with a UFOViT backbone (e.g. from ``mmseg.apis.init_model``).
+
+    ``image_bgr``: an (H, W, 3) uint8 array, BGR as mmseg's
+    ``LoadImageFromFile`` gives; or an image file opened by
+    :func:`ufo_mm.io.rasters.open_raster`, read band by band as the model
+    needs the rows (a tiled or striped TIFF is then never held whole).
 
     Returns (H, W) uint8 when the model has at most 255 classes, else
     uint16. Equal to the segmentor's whole-image prediction of the image
@@ -228,22 +300,41 @@ def segment_large(model, image_bgr: np.ndarray, band_rows: Optional[int] = None,
     (e.g. ``torch.bfloat16``) stores the tokens in half the memory, at the
     price of exactness.
 
+    ``labels_sink(a, b, labels)``: given, each band of labels, rows ``[a,
+    b)``, is handed to it as a (b - a, W) uint8 (or uint16) array, top to
+    bottom, and no whole label map is made (None is returned): write them to
+    a file (:class:`ufo_mm.io.rasters.LabelWriter`) as they come.
+
     It runs on the model's device: on a GPU every band is computed there,
     the uint8 image rows go up and the labels come back band by band, and
     the backbone's token tensors stay on the GPU where they fit
-    (``token_device``: 'auto', 'cuda' or 'cpu'; see
-    :class:`.backbone.StreamedUFOViT`). ``info``: see :func:`predict`.
+    (``token_device``: 'auto', 'cuda', 'cpu' or 'disk'; see
+    :class:`.backbone.StreamedUFOViT`). ``max_ram_gb``, ``scratch_dir``
+    (a memory budget: the token tensors in files when they do not fit it)
+    and ``info``: see :func:`predict`.
     """
     model.eval()
     device = next(model.parameters()).device
-    source, padded = array_source(image_bgr, model.data_preprocessor, device)
-    H, W = image_bgr.shape[:2]
+    if hasattr(image_bgr, 'read_rows'):  # a RasterSource
+        source, padded = raster_source(image_bgr, model.data_preprocessor, device)
+        (H, W), channels = (image_bgr.height, image_bgr.width), 3
+    else:
+        source, padded = array_source(image_bgr, model.data_preprocessor, device)
+        (H, W), channels = image_bgr.shape[:2], image_bgr.shape[2]
     meta = dict(img_shape=padded, pad_shape=padded, ori_shape=(H, W),
                 padding_size=[0, padded[1] - W, 0, padded[0] - H])
     K = model.decode_head.out_channels
     dtype = torch.uint8 if K <= 255 else torch.int16  # int16 bits read as uint16
-    labels, _ = predict(model, source, image_bgr.shape[2], meta, band_rows, tokens_per_band,
+
+    def sink(a, b, rows):
+        band = rows[0].numpy()
+        labels_sink(a, b, band if K <= 255 else band.view(np.uint16))
+    labels, _ = predict(model, source, channels, meta, band_rows, tokens_per_band,
                         labels_dtype=dtype, progress=progress, token_dtype=token_dtype,
-                        token_device=token_device, info=info)
+                        token_device=token_device, info=info,
+                        labels_sink=None if labels_sink is None else sink,
+                        max_ram_gb=max_ram_gb, scratch_dir=scratch_dir)
+    if labels is None:
+        return None
     out = labels[0].numpy()
     return out if K <= 255 else out.view(np.uint16)

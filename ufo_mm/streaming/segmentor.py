@@ -5,12 +5,16 @@ fits the label map. mmseg's own ``tools/test.py`` evaluates with it::
 
     model = dict(type='StreamingEncoderDecoder',
                  test_cfg=dict(mode='stream', band_rows=None, tokens_per_band=None,
-                               return_logits=False, token_device='auto'))
+                               return_logits=False, token_device='auto',
+                               max_ram_gb=None, scratch_dir=None))
 
 Other modes ('whole', 'slide') and training are mmseg's, unchanged; the
 state dict is EncoderDecoder's, so its checkpoints load either way.
 ``token_dtype='bf16'`` stores the backbone's token tensors in half the
-memory (close to, not equal to, the float32 result). ``return_logits=True``
+memory (close to, not equal to, the float32 result). ``max_ram_gb`` is a
+memory budget: the token tensors go to files in ``scratch_dir`` (default:
+the system's temporary folder) when they do not fit it, with the same labels;
+the batch and the label map are held whole in this mode whatever the budget. ``return_logits=True``
 also keeps the full-size ``seg_logits`` (mmseg's default output; (classes, H,
 W) floats, which large images cannot afford).
 """
@@ -24,7 +28,7 @@ from mmseg.structures import SegDataSample
 from .predict import predict, tensor_source, token_dtype
 
 STREAM_KEYS = ('mode', 'band_rows', 'tokens_per_band', 'return_logits', 'token_dtype',
-               'token_device')
+               'token_device', 'max_ram_gb', 'scratch_dir')
 
 
 class StreamingEncoderDecoder(EncoderDecoder):
@@ -68,5 +72,6 @@ class StreamingEncoderDecoder(EncoderDecoder):
             self, tensor_source(inputs, self.backbone.check_finite), inputs.shape[1],
             meta or None, cfg.get('band_rows'), cfg.get('tokens_per_band'),
             with_logits=with_logits, token_dtype=token_dtype(cfg.get('token_dtype')),
-            token_device=cfg.get('token_device'), labels_device=inputs.device)
+            token_device=cfg.get('token_device'), labels_device=inputs.device,
+            max_ram_gb=cfg.get('max_ram_gb'), scratch_dir=cfg.get('scratch_dir'))
         return labels, logits
