@@ -5,7 +5,8 @@ Skipped, saying why, where torch sees no GPU (CI, the CPU machines);
 
 - streamed equals whole-image segmentation on the GPU (UperNet and Semantic
   FPN, sides that are multiples of neither 32 nor the bands, many bands),
-  with the token tensors on the GPU and in pinned host memory;
+  with the token tensors on the GPU and in pinned host memory; on disk, the
+  labels of the tokens on the GPU;
 - the fast CPU route is never taken for a CUDA input;
 - fp16 and bf16 backbone inference at 2048 x 2048: finite and close to fp32,
   and UFO attention finite in fp16 at 4096 x 4096;
@@ -71,6 +72,25 @@ def test_segment_large_on_cuda_equals_cpu_labels():
     assert gpu.dtype == np.uint8 and gpu.shape == HW
     assert (gpu == cpu).mean() >= 0.999
     assert np.array_equal(gpu, host)
+
+
+@pytest.mark.parametrize('dtype', [None, torch.bfloat16])
+def test_tokens_on_disk_with_a_gpu_computation(tmp_path, dtype):
+    """token_device 'disk' on CUDA: each band read from its file goes up to the
+    GPU, each result comes back to the file; labels equal to the tokens kept
+    on the GPU (same token dtype), handed band by band to a sink."""
+    model = build(small_cfg(UPERNET, num_classes=9)).cuda()
+    img = np.random.default_rng(3).integers(0, 256, HW + (3,), dtype=np.uint8)
+    kw = dict(band_rows=11, tokens_per_band=60, token_dtype=dtype)
+    info, got = {}, []
+    with torch.no_grad():
+        ref = segment_large(model, img, token_device='cuda', **kw)
+        assert segment_large(model, img, token_device='disk', info=info, scratch_dir=tmp_path,
+                             labels_sink=lambda a, b, rows: got.append(rows.copy()),
+                             **kw) is None
+    assert info['token_place'] == 'disk'
+    assert np.array_equal(np.concatenate(got), ref)
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_array_source_normalises_on_the_device():
