@@ -27,6 +27,7 @@ from typing import Callable, List, Optional, Union
 import torch
 import torch.nn.functional as F
 
+from ..analysis import process_stats
 from ..models.ufo_vit import UFOViT
 from . import bands
 from .tokens import TokenStore, choose_place, resolve_place
@@ -168,14 +169,13 @@ class StreamedUFOViT:
         """The pyramid (strides 4, 8, 16, 32) of ``image``, a node of
         (B, channels, H, W) normalised pixels, as band nodes."""
         self.m.check_geometry(channels, image.height, image.width)
-        from ufo_mm.analysis import process_stats
         token_bytes = self.token_bytes(image.size)
         if self.max_ram is not None:
             process_stats.release_free_heap()
-        self.memory = dict(held_bytes=process_stats.rss_bytes(), token_bytes=token_bytes,
-                           band_bytes=max(self.band_bytes(), self.head_band_bytes))
+        m = self.memory = dict(held_bytes=process_stats.rss_bytes(), token_bytes=token_bytes,
+                               band_bytes=max(self.band_bytes(), self.head_band_bytes))
         place = choose_place(token_bytes, self.device, self.token_place, max_ram=self.max_ram,
-                             **{k: v for k, v in self.memory.items() if k != 'token_bytes'})
+                             band_bytes=m['band_bytes'], held_bytes=m['held_bytes'])
         self.store = TokenStore(self.device, place, self.token_dtype, self.scratch_dir,
                                 disk_bytes=token_bytes)
         x, (Hp, Wp) = self.embed(image)

@@ -19,6 +19,7 @@ from typing import Callable, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
+from ..analysis import process_stats
 from . import bands, heads
 from .backbone import StreamedUFOViT
 
@@ -54,11 +55,12 @@ def head_band_bytes(segmentor, band_rows: int, width: int) -> int:
     of the band (resized and reduced to labels) and the neck's and head's
     maps at stride 4 that feed it (with their halo rows), an estimate with a
     margin: UperNet S12/16 at the default bands used 0.64 GiB at 2048 x 2048
-    (estimated 0.69) and 0.81 GiB at 4096 x 4096 (estimated 0.83)."""
+    (estimated 0.79), 0.81 GiB at 4096 x 4096 (estimated 0.97) and 1.22 GiB
+    at 8192 x 8192 (estimated 1.36; docs/large_images.md)."""
     head = segmentor.decode_head
     logits = 4 * band_rows * width * head.out_channels * 4
     channels = max(head.channels, getattr(getattr(segmentor, 'neck', None), 'out_channels', 0))
-    maps = 20 * channels * (band_rows // 4 + 8) * (width // 4 + 1) * 4
+    maps = 24 * channels * (band_rows // 4 + 8) * (width // 4 + 1) * 4
     return logits + maps
 
 
@@ -186,6 +188,8 @@ def predict(segmentor, image: bands.Node, channels: int, meta: Optional[dict] = 
             if full_logits is None:
                 full_logits = rows.new_empty((rows.shape[0], K) + ori)
             full_logits[:, :, a:b] = rows
+        if max_ram_gb is not None:  # what the band's maps freed: back to the system
+            process_stats.release_free_heap()
         if labels_sink is not None:
             labels_sink(a, b, band.cpu())
         else:
