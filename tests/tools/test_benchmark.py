@@ -2,17 +2,11 @@
 ratios, and that a case extrapolated past the memory budget is skipped instead
 of run. No timing assertions: the machine is shared."""
 import csv
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 
-from tests.tools.scripts import run
-
-REPO = Path(__file__).resolve().parents[2]
+from tests.tool_runner import run_tool, tool_log
 COLUMNS = ['model', 'label', 'kind', 'mode', 'precision', 'compiled', 'with_cp', 'height',
            'width', 'batch', 'megapixels', 'threads', 'status', 'time_ms_median', 'time_ms_min',
            'repeats', 'timing', 'time_ms_alone', 'compile_s', 'peak_rss_mb', 'base_rss_mb',
@@ -23,15 +17,12 @@ COLUMNS = ['model', 'label', 'kind', 'mode', 'precision', 'compiled', 'with_cp',
 @pytest.fixture(scope='module')
 def quick_run(tmp_path_factory):
     out = tmp_path_factory.mktemp('bench')
-    env = dict(os.environ, OMP_NUM_THREADS='1', MKL_NUM_THREADS='1')
     # ViT-S/16's attention memory grows with pixels^2: from 64x128 to 256x256 it is
     # extrapolated past 1.5 GiB and must be skipped; UFO-ViT (linear) must run.
-    cmd = [sys.executable, 'tools/benchmark.py', '--quick', '--threads', '1',
-           '--models', 'ufo_s12', 'vit_s', '--sizes', '64', '256', '--shapes', '64x128',
-           '--mem-budget-gb', '1.5', '--train', '--train-models', 'ufo_t12',
-           '--train-sizes', '64:2', '--out-dir', str(out)]
-    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    proc = run_tool('benchmark.py', '--quick', '--threads', '1',
+                    '--models', 'ufo_s12', 'vit_s', '--sizes', '64', '256', '--shapes', '64x128',
+                    '--mem-budget-gb', '1.5', '--train', '--train-models', 'ufo_t12',
+                    '--train-sizes', '64:2', '--out-dir', out)
     with open(out / 'benchmark.csv') as f:
         reader = csv.DictReader(f)
         rows = list(reader)
@@ -128,10 +119,8 @@ def test_train_rows_with_and_without_cp_interleaved(quick_run):
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason='checks the error without a GPU')
 def test_device_cuda_without_gpu_stops_with_one_line(tmp_path):
-    env = dict(os.environ, OMP_NUM_THREADS='1', PYTHONPATH=str(REPO))
-    proc = subprocess.run([sys.executable, 'tools/benchmark.py', '--device', 'cuda',
-                           '--out-dir', str(tmp_path / 'gpu')], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=300)
+    proc = run_tool('benchmark.py', '--device', 'cuda', '--out-dir', tmp_path / 'gpu',
+                    check=False, timeout=300)
     assert proc.returncode != 0
     assert proc.stderr.startswith('benchmark: --device cuda: CUDA is not available here')
     assert proc.stderr.count('\n') == 1 and 'Traceback' not in proc.stderr
@@ -140,8 +129,8 @@ def test_device_cuda_without_gpu_stops_with_one_line(tmp_path):
 
 def test_gpu_benchmark_dry_run_on_the_cpu(tmp_path):
     """--device cpu --gpu-plan: the GPU benchmark's path with wall-clock timers."""
-    out = run(['tools/benchmark.py', '--device', 'cpu', '--gpu-plan', '--quick', '--models',
-               'ufo_s12', '--sizes', '64', '--no-compile', '--out-dir', tmp_path])
+    out = tool_log('benchmark.py', '--device', 'cpu', '--gpu-plan', '--quick', '--models',
+                   'ufo_s12', '--sizes', '64', '--no-compile', '--out-dir', tmp_path)
     assert 'plan: 2 cases' in out and 'DRY RUN' in out
     for name in ('gpu_benchmark.csv', 'gpu_benchmark_tables.md', 'gpu_benchmark.png',
                  'gpu_benchmark_log.txt'):

@@ -1,9 +1,10 @@
 """The classification demo through mmpretrain's OWN tools (from the installed
 wheel), with nothing but the config's ``custom_imports``: tools/train.py trains
-it for a few iterations on generated ImageNet-layout data and validates it;
-tools/test.py reports the top-1 of its checkpoint, which matches the accuracy
-that the project's classifier computes from the same weights. The learning
-proof (top-1 >= 70% on the unseen split) is slow.
+it for a few iterations on generated ImageNet-layout data and validates it
+(``cls_demo``, tests/trained_demos.py); the validation and tools/test.py
+report the top-1 of its checkpoint, which matches the accuracy that the
+project's classifier computes from the same weights. The learning proof
+(top-1 >= 70% on the unseen split) is slow.
 
 Skipped where mmpretrain is not importable (the torch 2.13 CPU stack).
 """
@@ -16,24 +17,16 @@ import numpy as np
 import pytest
 import torch
 
-from tests.tools.scripts import run
+from tests.tool_runner import tool_log
+from tests.trained_demos import CLS_DEMO as DEMO
+from tests.trained_demos import cls_data_options as data_options
+from tests.trained_demos import upstream_tools
 
 pytest.importorskip('mmpretrain', reason='mmpretrain is not installed: it needs torchvision, '
                     'which requirements/constraints-torch2.13-cpu.txt cannot have')
 
-REPO = Path(__file__).resolve().parents[2]
-DEMO = REPO / 'configs/ufo_vit/demo/ufo-vit-cls-demo_synthetic.py'
-MMPRETRAIN_TOOLS = Path(__import__('mmpretrain').__file__).parent / '.mim' / 'tools'
-ITERS = 4
+MMPRETRAIN_TOOLS = upstream_tools('mmpretrain')
 TOP1 = re.compile(r'accuracy/top1: ([0-9.]+)')
-
-
-def data_options(data_root, iters=ITERS, batch=8):
-    """--cfg-options values: the data under ``data_root``, ``iters`` iterations through
-    the demo's one schedule knob, ``batch`` images per training step."""
-    return [f'{loader}.dataset.data_root={data_root}'
-            for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader')] + [
-        f'train_cfg.max_iters={iters}', f'train_dataloader.batch_size={batch}']
 
 
 def top1_of(log: str) -> float:
@@ -42,37 +35,24 @@ def top1_of(log: str) -> float:
     return float(found[-1])
 
 
-@pytest.fixture(scope='module')
-def inet_root(tmp_path_factory):
-    from ufo_mm.datasets import make_imagenet
-    return make_imagenet(tmp_path_factory.mktemp('inet'), num_train=16, num_val=10)
-
-
-@pytest.fixture(scope='module')
-def trained(tmp_path_factory, inet_root):
-    """The demo trained ITERS iterations by mmpretrain's own tools/train.py."""
-    work_dir = tmp_path_factory.mktemp('mmpretrain_train')
-    log = run([MMPRETRAIN_TOOLS / 'train.py', DEMO, '--work-dir', work_dir,
-               '--cfg-options', *data_options(inet_root)])
-    return work_dir, log
-
-
-def test_mmpretrain_train_tool_trains_and_validates_the_demo(trained):
+def test_mmpretrain_train_tool_trains_and_validates_the_demo(cls_demo):
+    """The checkpoint's meta and weights; the validation at the end of training
+    reports the top-1 of those weights (computed here by ufo_mm's classifier)."""
     from ufo_mm.safe_load import safe_torch_load
-    work_dir, log = trained
-    ckpt = safe_torch_load(work_dir / f'iter_{ITERS}.pth')
-    assert ckpt['meta']['iter'] == ITERS
+    ckpt = safe_torch_load(cls_demo.checkpoint)
+    assert ckpt['meta']['iter'] == cls_demo.iters
     assert list(ckpt['meta']['dataset_meta']['classes']) == [
         'circle', 'triangle', 'square', 'star', 'cross']
     sd = ckpt['state_dict']
     assert sd['backbone.cls_token'].shape == (1, 1, 128) and sd['head.fc.weight'].shape == (5, 128)
     assert 'backbone.cls_attn_blocks.1.attn.q.weight' in sd
-    assert 0 <= top1_of(log) <= 100  # validation at the end of training
+    assert top1_of(cls_demo.log) == pytest.approx(
+        classifier_accuracy(cls_demo.checkpoint, cls_demo.data_root))
 
 
 @pytest.mark.parametrize('dense', ['mask-rcnn_ufo-vit-demo_synthetic.py',
                                    'upernet_ufo-vit-demo_synthetic.py'])
-def test_trained_checkpoint_initialises_the_dense_demos_backbone(trained, dense):
+def test_trained_checkpoint_initialises_the_dense_demos_backbone(cls_demo, dense):
     """train.py's own checkpoint, as it is, through ``init_cfg=dict(type='Pretrained')``:
     every trunk tensor loaded, only the pyramid adapters new, the classification
     parts reported as dropped."""
@@ -81,8 +61,7 @@ def test_trained_checkpoint_initialises_the_dense_demos_backbone(trained, dense)
     from ufo_mm.models import UFOViT
     from ufo_mm.models.checkpoint_convert import load_pretrained
     from ufo_mm.safe_load import safe_torch_load
-    work_dir, _ = trained
-    ckpt = work_dir / f'iter_{ITERS}.pth'
+    ckpt = cls_demo.checkpoint
     backbone = Config.fromfile(str(DEMO.parent / dense)).model.backbone.to_dict()
     backbone.pop('type')
     model = UFOViT(**dict(backbone, init_cfg=dict(type='Pretrained', checkpoint=str(ckpt))))
@@ -124,16 +103,14 @@ def classifier_accuracy(ckpt_path: Path, inet_root: Path) -> float:
     return 100. * correct / total
 
 
-def test_mmpretrain_test_tool_reports_top1_of_the_checkpoint(trained, inet_root, tmp_path):
-    work_dir, _ = trained
-    ckpt = work_dir / f'iter_{ITERS}.pth'
-    log = run([MMPRETRAIN_TOOLS / 'test.py', DEMO, ckpt, '--work-dir', tmp_path,
-               '--cfg-options', *data_options(inet_root)])
+def test_mmpretrain_test_tool_reports_top1_of_the_checkpoint(cls_demo, tmp_path):
+    log = tool_log(MMPRETRAIN_TOOLS / 'test.py', DEMO, cls_demo.checkpoint, '--work-dir',
+                   tmp_path, '--cfg-options', *data_options(cls_demo.data_root))
     top1 = top1_of(log)
     # the metrics file the test tool writes holds the same number
     written = [json.loads(p.read_text()) for p in tmp_path.glob('*/*.json')]
     assert [m['accuracy/top1'] for m in written] == [pytest.approx(top1)]
-    assert top1 == pytest.approx(classifier_accuracy(ckpt, inet_root))
+    assert top1 == pytest.approx(classifier_accuracy(cls_demo.checkpoint, cls_demo.data_root))
 
 
 @pytest.mark.slow
@@ -143,7 +120,7 @@ def test_demo_classifier_learns_the_shapes(tmp_path):
     thread of the AVX2-only EPYC)."""
     from ufo_mm.datasets import make_imagenet
     root = make_imagenet(tmp_path / 'inet', num_train=2000, num_val=500)
-    log = run([MMPRETRAIN_TOOLS / 'train.py', DEMO, '--work-dir', tmp_path / 'work',
-               '--cfg-options', *[f'{loader}.dataset.data_root={root}' for loader in (
-                   'train_dataloader', 'val_dataloader', 'test_dataloader')]], timeout=3600)
+    log = tool_log(MMPRETRAIN_TOOLS / 'train.py', DEMO, '--work-dir', tmp_path / 'work',
+                   '--cfg-options', *[f'{loader}.dataset.data_root={root}' for loader in (
+                       'train_dataloader', 'val_dataloader', 'test_dataloader')], timeout=3600)
     assert top1_of(log) >= 70

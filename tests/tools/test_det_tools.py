@@ -8,103 +8,71 @@ COCO in tmp_path; training to the metric is the slow test at the end.
 import json
 import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
-import mmdet
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
-DEMO = REPO / 'configs/ufo_vit/demo/mask-rcnn_ufo-vit-demo_synthetic.py'
-MMDET_TOOLS = Path(mmdet.__file__).parent / '.mim' / 'tools'
+from tests.tiny_seg_training import logged_scalars
+from tests.tool_runner import TOOLS, run_tool, tool_env, tool_log
+from tests.trained_demos import DET_DEMO as DEMO
+from tests.trained_demos import det_data_options as data_options
+from tests.trained_demos import upstream_tools
+from ufo_mm.safe_load import safe_torch_load
+
+MMDET_TOOLS = upstream_tools('mmdet')
 # training images of the documented demo run (docs/detection.md)
 DEMO_TRAIN_IMAGES = 1000
 MAP = re.compile(r'coco/bbox_mAP: (-?[0-9.]+).*coco/segm_mAP: (-?[0-9.]+)')
 
 
-def env(threads=1):
-    e = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads),
-             PYTHON=sys.executable)  # the .sh launchers' interpreter
-    e['PYTHONPATH'] = os.pathsep.join([str(REPO)] + [p for p in [e.get('PYTHONPATH')] if p])
-    return e
-
-
-def run(cmd, timeout=600, threads=1, **kw):
-    proc = subprocess.run([str(c) for c in cmd], cwd=REPO, env=env(threads), timeout=timeout,
-                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kw)
-    assert proc.returncode == 0, proc.stdout[-6000:]
-    return proc.stdout
-
-
-def data_options(root: Path):
-    ann = root / 'annotations' / 'instances_val2017.json'
-    return [f'train_dataloader.dataset.data_root={root}/',
-            f'val_dataloader.dataset.data_root={root}/',
-            f'test_dataloader.dataset.data_root={root}/',
-            f'val_evaluator.ann_file={ann}', f'test_evaluator.ann_file={ann}']
-
-
-@pytest.fixture(scope='module')
-def coco_root(tmp_path_factory):
-    from ufo_mm.datasets import make_coco
-    root = tmp_path_factory.mktemp('synthetic_coco')
-    make_coco(root, num_train=4, num_val=2, img_size=128, max_objects=3)
-    return root
-
-
-@pytest.fixture(scope='module')
-def mmdet_trained(coco_root, tmp_path_factory):
-    """mmdet's own train.py, the demo config as shipped, 2 iterations."""
-    work = tmp_path_factory.mktemp('mmdet_train')
-    out = run([sys.executable, MMDET_TOOLS / 'train.py', DEMO, '--work-dir', work,
-               '--cfg-options', 'train_cfg.max_iters=2', 'default_hooks.logger.interval=1',
-               *data_options(coco_root)])
-    return work, out
-
-
-def test_mmdet_train_uses_max_iters_and_evaluates(mmdet_trained):
-    work, out = mmdet_trained
+def test_mmdet_train_uses_max_iters_and_evaluates(det_demo):
+    out = det_demo.log
     # the one schedule knob moves training, evaluation and the last checkpoint
-    assert 'Iter(train) [2/2]' in out
-    assert (work / 'iter_2.pth').is_file()
-    assert (work / 'last_checkpoint').read_text().strip().endswith('iter_2.pth')
-    bbox, segm = map(float, MAP.search(out).groups())
-    assert 0 <= bbox <= 1 and 0 <= segm <= 1
+    assert f'Iter(train) [{det_demo.iters}/{det_demo.iters}]' in out
+    assert det_demo.checkpoint.is_file()
+    assert (det_demo.work_dir / 'last_checkpoint').read_text().strip() == \
+        str(det_demo.checkpoint)
+    assert safe_torch_load(det_demo.checkpoint)['meta']['iter'] == det_demo.iters
+    assert len(MAP.findall(out)) == 1  # evaluated once, at the end
 
 
-def mmdet_test(mmdet_trained, coco_root, work: Path, mode: str, *opts):
-    """mmdet's own tools/test.py on the 2-iteration checkpoint in test mode
-    ``mode``, every detection kept (score threshold 0); returns its output and
-    the COCO results files it wrote ({'bbox': [...], 'segm': [...]})."""
-    ckpt = mmdet_trained[0] / 'iter_2.pth'
+def mmdet_test(det_demo, work: Path, mode: str, *opts):
+    """mmdet's own tools/test.py on the session's checkpoint in test mode
+    ``mode``, every detection kept (score threshold 0, as at the validation of
+    training); returns its output and the COCO results files it wrote
+    ({'bbox': [...], 'segm': [...]})."""
     prefix = work / 'results'
-    out = run([sys.executable, MMDET_TOOLS / 'test.py', DEMO, ckpt, '--work-dir', work,
-               '--cfg-options', *data_options(coco_root), f'test_evaluator.outfile_prefix={prefix}',
-               'model.test_cfg.rcnn.score_thr=0', f'model.test_cfg.mode={mode}', *opts])
+    out = tool_log(MMDET_TOOLS / 'test.py', DEMO, det_demo.checkpoint, '--work-dir', work,
+                   '--cfg-options', *data_options(det_demo.data_root),
+                   f'test_evaluator.outfile_prefix={prefix}', 'model.test_cfg.rcnn.score_thr=0',
+                   f'model.test_cfg.mode={mode}', *opts)
     assert MAP.search(out), out[-3000:]
     return out, {kind: json.loads(Path(f'{prefix}.{kind}.json').read_text())
                  for kind in ('bbox', 'segm')}
 
 
 @pytest.fixture(scope='module')
-def mmdet_whole_results(mmdet_trained, coco_root, tmp_path_factory):
-    return mmdet_test(mmdet_trained, coco_root, tmp_path_factory.mktemp('whole'), 'whole')
+def mmdet_whole_results(det_demo, tmp_path_factory):
+    return mmdet_test(det_demo, tmp_path_factory.mktemp('whole'), 'whole')
 
 
-def test_mmdet_test_evaluates_checkpoint(mmdet_whole_results):
+def test_mmdet_test_evaluates_checkpoint(det_demo, mmdet_whole_results):
+    """The checkpoint holds the weights that the validation at the end of
+    training evaluated: mmdet's tools/test.py gives the same mAPs on the same
+    split, and writes every detection."""
     out, results = mmdet_whole_results
+    assert MAP.search(out).groups() == MAP.search(det_demo.log).groups()
     assert 'Weights only load failed' not in out
     assert 'Load checkpoint from' in out
     assert len(results['bbox']) == len(results['segm']) == 2 * 50  # 2 images, max_per_img
 
 
 def test_mmdet_test_in_stream_mode_writes_the_whole_mode_results(
-        mmdet_trained, coco_root, mmdet_whole_results, tmp_path):
+        det_demo, mmdet_whole_results, tmp_path):
     """test_cfg mode 'stream' (StreamingMaskRCNN) with RLE masks, evaluated by
     mmdet's own tools/test.py: the COCO results files match mode 'whole''s on
     the same weights and images."""
-    _, stream = mmdet_test(mmdet_trained, coco_root, tmp_path, 'stream',
+    _, stream = mmdet_test(det_demo, tmp_path, 'stream',
                            'model.test_cfg.mask_format=rle', 'model.test_cfg.band_rows=7')
     whole = mmdet_whole_results[1]
     assert len(stream['bbox']) == len(whole['bbox'])
@@ -116,26 +84,32 @@ def test_mmdet_test_in_stream_mode_writes_the_whole_mode_results(
     assert sum(same) >= 0.97 * len(same)  # a pixel on the mask threshold may flip
 
 
-def test_dist_train_resumes_then_our_test_writes_predictions(mmdet_trained, coco_root,
-                                                               tmp_path):
+def test_dist_train_resumes_then_our_test_writes_predictions(det_demo, tmp_path):
     """tools/dist_train.sh (torchrun, 1 process, gloo on CPU) resumes the
-    mmdet-trained checkpoint for one more iteration; tools/test.py evaluates
-    it, dumps predictions and draws them."""
-    work, _ = mmdet_trained
+    mmdet-trained checkpoint for one more iteration: it trains that iteration
+    only, the optimizer's state carried over; tools/test.py evaluates the
+    result, dumps predictions and draws them."""
+    start = det_demo.iters
     dist_work = tmp_path / 'dist'
-    out = run(['bash', REPO / 'tools/dist_train.sh', DEMO, 1, '--work-dir', dist_work,
-               '--resume', work / 'iter_2.pth',
-               '--cfg-options', 'train_cfg.max_iters=3', 'env_cfg.dist_cfg.backend=gloo',
-               # DDP of a CPU model takes no device_ids (the wrapper cfg's default)
-               'model_wrapper_cfg.type=MMDistributedDataParallel', *data_options(coco_root)])
-    assert 'resumed epoch: 0, iter: 2' in out and 'Saving checkpoint at 3 iterations' in out
+    out = tool_log('dist_train.sh', DEMO, 1, '--work-dir', dist_work,
+                   '--resume', det_demo.checkpoint,
+                   '--cfg-options', f'train_cfg.max_iters={start + 1}',
+                   'default_hooks.logger.interval=1', 'env_cfg.dist_cfg.backend=gloo',
+                   # DDP of a CPU model takes no device_ids (the wrapper cfg's default)
+                   'model_wrapper_cfg.type=MMDistributedDataParallel',
+                   *data_options(det_demo.data_root))
+    assert f'resumed epoch: 0, iter: {start}' in out
+    assert f'Saving checkpoint at {start + 1} iterations' in out
     assert 'Distributed training: True' in out
-    ckpt = dist_work / 'iter_3.pth'
-    assert ckpt.is_file()
+    ckpt = dist_work / f'iter_{start + 1}.pth'
+    saved = safe_torch_load(ckpt)
+    assert saved['meta']['iter'] == start + 1
+    assert [r['step'] for r in logged_scalars(dist_work) if 'loss' in r] == [start + 1]
+    assert {int(s['step']) for s in saved['optimizer']['state'].values()} == {start + 1}
 
     preds, show = tmp_path / 'preds.pkl', tmp_path / 'show'
-    out = run([sys.executable, REPO / 'tools/test.py', DEMO, ckpt, '--work-dir', tmp_path / 'test',
-               '--out', preds, '--show-dir', show, '--cfg-options', *data_options(coco_root)])
+    out = tool_log('test.py', DEMO, ckpt, '--work-dir', tmp_path / 'test', '--out', preds,
+                   '--show-dir', show, '--cfg-options', *data_options(det_demo.data_root))
     assert MAP.search(out), out[-3000:]
     import pickle
     with open(preds, 'rb') as f:
@@ -152,17 +126,15 @@ def test_slurm_train_command_line(tmp_path):
     log = tmp_path / 'srun_args'
     (fake / 'srun').write_text(f'#!/bin/sh\nfor a in "$@"; do echo "$a"; done > {log}\n')
     (fake / 'srun').chmod(0o755)
-    e = env()
-    e.update(PATH=f'{fake}{os.pathsep}{e["PATH"]}', GPUS='16', GPUS_PER_NODE='8',
-             SRUN_ARGS='--quotatype=auto --time=1:00:00')
-    subprocess.run(['bash', str(REPO / 'tools/slurm_train.sh'), 'dev', 'ufo', str(DEMO), 'wd',
-                    '--cfg-options', 'train_cfg.max_iters=5'], env=e, check=True,
-                   capture_output=True)
+    e = tool_env(PATH=f'{fake}{os.pathsep}{os.environ["PATH"]}', GPUS=16, GPUS_PER_NODE=8,
+                 SRUN_ARGS='--quotatype=auto --time=1:00:00')
+    run_tool('slurm_train.sh', 'dev', 'ufo', DEMO, 'wd', '--cfg-options', 'train_cfg.max_iters=5',
+             env=e)
     args = log.read_text().splitlines()
     assert args[:2] == ['-p', 'dev']
     for expected in ('--job-name=ufo', '--gres=gpu:8', '--ntasks=16', '--ntasks-per-node=8',
                      '--kill-on-bad-exit=1', '--quotatype=auto', '--time=1:00:00',
-                     str(REPO / 'tools/train.py'), str(DEMO), '--work-dir=wd',
+                     str(TOOLS / 'train.py'), str(DEMO), '--work-dir=wd',
                      '--launcher=slurm', 'train_cfg.max_iters=5'):
         assert expected in args, (expected, args)
     assert args.index('--launcher=slurm') < args.index('train_cfg.max_iters=5')
@@ -170,19 +142,17 @@ def test_slurm_train_command_line(tmp_path):
 
 def test_dist_scripts_need_their_arguments():
     for script, n in (('dist_train.sh', 1), ('dist_test.sh', 2), ('slurm_train.sh', 3)):
-        proc = subprocess.run(['bash', str(REPO / 'tools' / script)] + ['x'] * n,
-                              capture_output=True, text=True)
+        proc = run_tool(script, *['x'] * n, check=False)
         assert proc.returncode == 2 and 'usage' in proc.stderr
 
 
-def test_infer_highres_1024(mmdet_trained, coco_root, tmp_path):
+def test_infer_highres_1024(det_demo, tmp_path):
     """The 128-px demo checkpoint on a composed 1024x1024 image: time, peak
     memory, composed-ground-truth mAP and a picture with the predictions."""
-    work, _ = mmdet_trained
     out_dir = tmp_path / 'highres'
-    out = run([sys.executable, REPO / 'tools/infer_highres.py', DEMO, work / 'iter_2.pth',
-               '--sizes', 1024, '--out-dir', out_dir, '--max-dets', 50,
-               '--cfg-options', *data_options(coco_root)])
+    out = tool_log('infer_highres.py', DEMO, det_demo.checkpoint, '--sizes', 1024,
+                   '--out-dir', out_dir, '--max-dets', 50,
+                   '--cfg-options', *data_options(det_demo.data_root))
     rows = json.loads((out_dir / 'results.json').read_text())
     assert len(rows) == 1
     row = rows[0]
@@ -209,7 +179,7 @@ def test_demo_learns_from_scratch(tmp_path):
     make_coco(root, num_train=DEMO_TRAIN_IMAGES, num_val=200, img_size=128)
     val = json.loads((root / 'annotations' / 'instances_val2017.json').read_text())
     assert val['info']['description'].endswith(f'seed {VAL_SEED_OFFSET}')
-    out = run([sys.executable, REPO / 'tools/train.py', DEMO, '--work-dir', tmp_path / 'work',
-               '--cfg-options', *data_options(root)], timeout=3600, threads=2)
+    out = tool_log('train.py', DEMO, '--work-dir', tmp_path / 'work',
+                   '--cfg-options', *data_options(root), timeout=3600, threads=2)
     bbox, segm = map(float, MAP.findall(out)[-1])
     assert bbox >= 0.40 and segm >= 0.35, (bbox, segm)
