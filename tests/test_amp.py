@@ -9,8 +9,8 @@ import torch
 import torch.nn as nn
 from mmengine.config import Config
 
-from tests.tiny_seg_training import (REPO, load_state_dict, logged_scalars, make_data,
-                                     run_train, write_config)
+from tests.tiny_seg_training import load_state_dict, logged_scalars, make_data, write_config
+from tests.tool_runner import REPO, run_tool
 from ufo_mm import cpu_features
 from ufo_mm.engine.amp import BF16AutocastOptimWrapper, enable_amp
 from ufo_mm.models.ufo_attention import UFOAttention
@@ -129,7 +129,8 @@ def test_train_cpu_bf16(tmp_path):
     config = write_config(tmp_path / 'tiny_upernet.py', data_root, max_iters=10,
                           ckpt_interval=5, lr=2e-3)
     work_dir = tmp_path / 'work'
-    run_train(config, work_dir, '--cfg-options', 'optim_wrapper.type=BF16AutocastOptimWrapper')
+    run_tool('train.py', config, '--work-dir', work_dir, '--cfg-options',
+             'optim_wrapper.type=BF16AutocastOptimWrapper')
 
     dumped = Config.fromfile(str(work_dir / 'tiny_upernet.py'))  # what the run used
     assert dumped.optim_wrapper.type == 'BF16AutocastOptimWrapper'

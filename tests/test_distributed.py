@@ -10,13 +10,12 @@ and the checkpoint holds rank 0's.
 import os
 import socket
 import subprocess
-import sys
 
 import pytest
 import torch
 
-from tests.tiny_seg_training import (REPO, checkpoints, load_state_dict, make_data,
-                                     tool_env, write_config)
+from tests.tiny_seg_training import checkpoints, load_state_dict, make_data, write_config
+from tests.tool_runner import REPO, run_tool, tool_command, tool_env
 from ufo_mm.safe_load import safe_torch_load
 
 # Imported by each rank through custom_imports: records what every rank does.
@@ -64,7 +63,6 @@ class RankProbeHook(Hook):
 '''
 
 MAX_ITERS = 4
-DIST_TRAIN = REPO / 'tools' / 'dist_train.sh'
 
 
 def _free_port() -> int:
@@ -73,9 +71,9 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _launcher_env(extra_pythonpath=()) -> dict:
+def _launcher_env(pythonpath=()) -> dict:
     """tools/dist_train.sh's environment: this interpreter, a free port, 1 thread."""
-    return dict(tool_env(extra_pythonpath), PYTHON=sys.executable, PORT=str(_free_port()))
+    return tool_env(pythonpath=pythonpath, PORT=_free_port())
 
 
 @pytest.fixture(scope='module')
@@ -90,15 +88,10 @@ def ddp_run(tmp_path_factory):
                           custom_hooks="[dict(type='RankProbeHook')]",
                           extra_imports=('rank_probe',))
     work_dir = root / 'work'
-    env = _launcher_env(extra_pythonpath=[root])
+    env = _launcher_env(pythonpath=[root])
     env['UFO_PROBE_DIR'] = str(probe_dir)
     # the project's launcher: torchrun, one process per device, --launcher pytorch
-    cmd = ['bash', str(DIST_TRAIN), config, '2', '--work-dir', str(work_dir)]
-    proc = subprocess.run(cmd, env=env, cwd=str(REPO), capture_output=True, text=True,
-                          timeout=300)
-    if proc.returncode != 0:
-        raise AssertionError(f'dist_train.sh failed ({proc.returncode}):\n'
-                             f'{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}')
+    run_tool('dist_train.sh', config, 2, '--work-dir', work_dir, env=env, timeout=300)
     return work_dir, probe_dir
 
 
@@ -182,7 +175,7 @@ def test_prepare_distributed_cpu_config_changes():
 def _dist_train(config, work_dir, *extra, **popen_kw):
     """Start a 2-process run with tools/dist_train.sh; its output goes to
     ``work_dir``.log (a pipe could fill up)."""
-    cmd = ['bash', str(DIST_TRAIN), str(config), '2', '--work-dir', str(work_dir), *extra]
+    cmd = tool_command('dist_train.sh', config, 2, '--work-dir', work_dir, *extra)
     with open(f'{work_dir}.log', 'a') as log:
         return subprocess.Popen(cmd, env=_launcher_env(), cwd=str(REPO), stdout=log,
                                 stderr=subprocess.STDOUT, **popen_kw)

@@ -7,6 +7,8 @@ import textwrap
 
 import pytest
 
+from tests.tool_runner import run_tool
+
 CONFIG = textwrap.dedent("""
     custom_imports = dict(imports=['ufo_mm'], allow_failed_imports=False)
     backbone = dict(type='UFOViT', arch=dict(embed_dims=64, num_heads=4, depth=4),
@@ -36,10 +38,7 @@ def build_in_fresh_process(tmp_path, config: str, script: str) -> list:
     cfg.write_text(config)
     path = tmp_path / 'build.py'
     path.write_text(script)
-    out = subprocess.run([sys.executable, str(path), str(cfg)], capture_output=True,
-                         text=True, timeout=300)
-    assert out.returncode == 0, out.stderr
-    return out.stdout.strip().splitlines()
+    return run_tool(path, cfg, timeout=300).stdout.strip().splitlines()
 
 
 def test_custom_imports_registers_in_mmdet_and_mmseg(tmp_path):

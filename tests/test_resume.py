@@ -16,9 +16,9 @@ import time
 import pytest
 import torch
 
-from tests.tiny_seg_training import (REPO, assert_state_dicts_equal, checkpoints, load_state_dict,
-                                     logged_scalars, make_data, run_train, tool_env, train_cmd,
-                                     write_config)
+from tests.tiny_seg_training import (assert_state_dicts_equal, checkpoints, load_state_dict,
+                                     logged_scalars, make_data, write_config)
+from tests.tool_runner import REPO, run_tool, tool_command, tool_env
 from ufo_mm.engine.resume import RNGStateHook, add_rng_state_hook, get_rng_states, set_rng_states
 from ufo_mm.safe_load import safe_torch_load
 
@@ -33,14 +33,15 @@ def setup(tmp_path_factory):
     config = write_config(root / 'tiny_upernet.py', data_root, max_iters=MAX_ITERS,
                           ckpt_interval=INTERVAL, dropout=0.1)
     full = root / 'uninterrupted'
-    run_train(config, full)
+    run_tool('train.py', config, '--work-dir', full)
     return root, config, full
 
 
 def test_killed_run_resumes_to_identical_weights(setup):
     root, config, full = setup
     work_dir = root / 'killed'
-    proc = subprocess.Popen(train_cmd(config, work_dir), env=tool_env(), cwd=str(REPO),
+    proc = subprocess.Popen(tool_command('train.py', config, '--work-dir', work_dir),
+                            env=tool_env(), cwd=str(REPO),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         # mmengine writes last_checkpoint once a checkpoint file is complete.
@@ -55,7 +56,7 @@ def test_killed_run_resumes_to_identical_weights(setup):
     assert proc.returncode == -signal.SIGKILL
     assert f'iter_{MAX_ITERS}.pth' not in checkpoints(work_dir), 'killed too late to test'
 
-    resumed = run_train(config, work_dir, '--resume')
+    resumed = run_tool('train.py', config, '--work-dir', work_dir, '--resume')
     log = resumed.stdout + resumed.stderr
     start = int(re.search(r'resumed epoch: \d+, iter: (\d+)', log).group(1))
     assert INTERVAL <= start < MAX_ITERS and start % INTERVAL == 0
@@ -112,7 +113,8 @@ class _RunsShellCommand:
 
 
 def _train_error(config, work_dir, checkpoint) -> str:
-    proc = run_train(config, work_dir, '--resume', str(checkpoint), check=False, timeout=240)
+    proc = run_tool('train.py', config, '--work-dir', work_dir, '--resume', checkpoint,
+                    check=False, timeout=240)
     assert proc.returncode != 0
     return proc.stderr
 
@@ -164,9 +166,10 @@ def test_epoch_based_killed_run_resumes_to_identical_weights(setup, tmp_path):
     _, base, _ = setup
     config = tmp_path / 'epoch_based.py'
     config.write_text(EPOCH_BASED.format(base=str(base)))
-    run_train(config, tmp_path / 'full')
+    run_tool('train.py', config, '--work-dir', tmp_path / 'full')
     work_dir = tmp_path / 'killed'
-    proc = subprocess.Popen(train_cmd(config, work_dir), env=tool_env(), cwd=str(REPO),
+    proc = subprocess.Popen(tool_command('train.py', config, '--work-dir', work_dir),
+                            env=tool_env(), cwd=str(REPO),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         while not (work_dir / 'last_checkpoint').exists():
@@ -176,6 +179,6 @@ def test_epoch_based_killed_run_resumes_to_identical_weights(setup, tmp_path):
     finally:
         proc.wait(timeout=60)
     assert not (work_dir / 'epoch_8.pth').exists()
-    run_train(config, work_dir, '--resume')
+    run_tool('train.py', config, '--work-dir', work_dir, '--resume')
     assert_state_dicts_equal(load_state_dict(work_dir / 'epoch_8.pth'),
                              load_state_dict(tmp_path / 'full' / 'epoch_8.pth'))

@@ -1,24 +1,19 @@
 """A tiny UperNet + UFO-ViT training setup for the reliability tests
 (distributed, resume, mixed precision): synthetic ADE20K data and an mmseg
-config file, both written under a test's temporary folder.
+config file, both written under a test's temporary folder, trained by
+``run_tool('train.py', CONFIG, '--work-dir', DIR)`` (tests/tool_runner.py).
 
 Kept deterministic on purpose: no dropout anywhere (mmengine re-seeds on
 resume instead of restoring RNG state, see docs/reliability.md), data loaded
 in the main process, ``randomness=dict(seed=0, deterministic=True)``.
 """
 import json
-import os
 import os.path as osp
-import subprocess
-import sys
 from pathlib import Path
 
 import torch
 
 from ufo_mm.datasets import make_ade20k
-
-REPO = Path(__file__).resolve().parents[1]
-TRAIN_TOOL = REPO / 'tools' / 'train.py'
 
 CONFIG_TEMPLATE = '''
 _base_ = ['mmseg::_base_/models/upernet_r50.py']
@@ -98,30 +93,6 @@ def write_config(path, data_root, max_iters=6, ckpt_interval=2, batch_size=2, im
         extra_imports=''.join(f', {m!r}' for m in extra_imports))
     Path(path).write_text(text)
     return str(path)
-
-
-def tool_env(extra_pythonpath=()) -> dict:
-    """Environment for a tool subprocess: one thread, repo importable."""
-    env = dict(os.environ, OMP_NUM_THREADS='1', MKL_NUM_THREADS='1', PYTHONHASHSEED='0')
-    paths = [str(REPO), *map(str, extra_pythonpath)]
-    if env.get('PYTHONPATH'):
-        paths.append(env['PYTHONPATH'])
-    env['PYTHONPATH'] = os.pathsep.join(paths)
-    return env
-
-
-def train_cmd(config, work_dir, *extra) -> list:
-    return [sys.executable, str(TRAIN_TOOL), str(config), '--work-dir', str(work_dir), *extra]
-
-
-def run_train(config, work_dir, *extra, timeout=300, check=True, env=None):
-    """Run tools/train.py to completion; returns the CompletedProcess."""
-    proc = subprocess.run(train_cmd(config, work_dir, *extra), env=env or tool_env(),
-                          cwd=str(REPO), capture_output=True, text=True, timeout=timeout)
-    if check and proc.returncode != 0:
-        raise AssertionError(f'tools/train.py failed ({proc.returncode}):\n'
-                             f'{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}')
-    return proc
 
 
 def load_state_dict(ckpt_path) -> dict:

@@ -31,7 +31,7 @@ def upstream_tools(package: str) -> Path:
     return Path(__import__(package).__file__).parent / '.mim' / 'tools'
 
 
-SEG_ITERS = 30
+SEG_ITERS = 20
 SEG_IMG = 128  # the demo's training size (its RandomResize is around it)
 SEG_TRAIN = 4
 SEG_VAL = 2
@@ -116,15 +116,18 @@ def train_cls_demo(tmp: Path) -> TrainedDemo:
     return TrainedDemo(CLS_DEMO, Path(root), work_dir, CLS_ITERS, log)
 
 
-def save_initial_weights(config, path, cfg_options=None) -> Path:
-    """The config's model as built and initialised, before any training, saved
-    as a checkpoint with its dataset meta (what a trained one is compared with)."""
+def save_initial_weights(config, path, cfg_options=None, init_weights=True) -> Path:
+    """The config's model before any training, saved as a checkpoint with its
+    dataset meta: as initialised (``init_weights``, what training starts from),
+    else as constructed."""
     import torch
 
     from ufo_mm.apis.builder import build_model
-    torch.manual_seed(0)
-    model = build_model(str(config), cfg_options=cfg_options)
-    model.init_weights()
+    with torch.random.fork_rng():  # the same weights every time, the caller's RNG untouched
+        torch.manual_seed(0)
+        model = build_model(str(config), cfg_options=cfg_options)
+        if init_weights:
+            model.init_weights()
     torch.save(dict(state_dict=model.state_dict(),
                     meta=dict(dataset_meta=dict(model.dataset_meta))), path)
     return Path(path)

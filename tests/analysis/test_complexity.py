@@ -2,17 +2,13 @@
 a multiply-add count written out by hand from the architecture (docs/model.md
 sections 2-6), independently of any counting library."""
 import math
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 
+from tests.tool_runner import REPO, run_tool
 from ufo_mm.analysis import complexity as flops
 
-REPO = Path(__file__).resolve().parents[2]
 
 ARCHS = {  # embed dims, heads, blocks built (last out index + 1), patch
     'small_12_p16': (384, 8, 12, 16),
@@ -120,10 +116,7 @@ def test_handles_broadcast_and_batched_matmuls():
 
 
 def test_cli_prints_gmacs_table():
-    env = dict(os.environ, OMP_NUM_THREADS='1')
-    out = subprocess.run([sys.executable, 'tools/get_flops.py', 'tiny_12_p16', '--shape', '256'],
-                         cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, out.stderr[-3000:]
+    out = run_tool('get_flops.py', 'tiny_12_p16', '--shape', '256', timeout=300)
     lines = out.stdout.splitlines()
     assert 'input 1x3x256x256' in lines[0]
     total = next(line for line in lines if line.startswith('total')).split()

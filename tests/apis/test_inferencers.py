@@ -1,9 +1,10 @@
-"""The inference APIs users call, on checkpoints written by the project's own
-tools/train.py: mmdet's DetInferencer and init_detector/inference_detector,
-mmseg's MMSegInferencer and init_model/inference_model.
+"""The inference APIs users call, on checkpoints written by the training tools:
+mmdet's DetInferencer and init_detector/inference_detector, mmseg's
+MMSegInferencer and init_model/inference_model.
 
-Both demo configs (as shipped, the ones docs/ point users at) are trained for 2
-iterations on synthetic data in tmp_path, once per module. The checks: the
+Both demo configs (as shipped, the ones docs/ point users at), trained a few
+iterations on synthetic data once per session (``det_demo`` by mmdet's
+tools/train.py, ``seg_demo`` by the project's; tests/trained_demos.py). The checks: the
 prediction structures and their sizes (image-sized masks and label maps on a
 non-square image the model never saw at its training size), path and ndarray
 inputs agreeing, the high-level and low-level API agreeing, the files the
@@ -16,8 +17,6 @@ its meta does not carry dataset_meta: it initialises a new model, it is not
 for the inferencers, which would fall back to COCO's classes.)
 """
 import json
-import subprocess
-import sys
 import warnings
 
 import cv2
@@ -25,18 +24,16 @@ import numpy as np
 import pytest
 import torch
 
-from tests.tiny_seg_training import REPO, run_train, tool_env
-from ufo_mm.datasets import ADE_CLASSES, ADE_PALETTE, COCO_CLASSES, make_ade20k, make_coco
+from tests.tool_runner import run_tool
+from tests.trained_demos import DET_DEMO, SEG_DEMO
+from ufo_mm.datasets import ADE_CLASSES, ADE_PALETTE, COCO_CLASSES
 from ufo_mm.datasets.shapes import image_rng, write_image
 from ufo_mm.datasets.synthetic_ade import render_sample
 from ufo_mm.datasets.synthetic_coco import render_image
 from ufo_mm.safe_load import safe_torch_load
 
-DET_DEMO = REPO / 'configs/ufo_vit/demo/mask-rcnn_ufo-vit-demo_synthetic.py'
-SEG_DEMO = REPO / 'configs/ufo_vit/demo/upernet_ufo-vit-demo_synthetic.py'
-ITERS = 2
 # Inference image: non-square, neither side a multiple of the patch size or of
-# the detector's 32-px padding, and not the 64-px training size.
+# the detector's 32-px padding, and not the 128-px training size.
 IMG_HW = (52, 90)
 # What the inferencers warn when a checkpoint has no dataset_meta (they then
 # fall back to COCO / Cityscapes class names).
@@ -51,36 +48,15 @@ def _no_meta_warning(record):
 # ---------------------------------------------------------------- fixtures
 
 @pytest.fixture(scope='module')
-def det_ckpt(tmp_path_factory):
-    """The Mask R-CNN demo trained ITERS iterations by tools/train.py."""
-    root = tmp_path_factory.mktemp('synthetic_coco')
-    make_coco(root, num_train=4, num_val=2, img_size=64, max_objects=3)
-    work = tmp_path_factory.mktemp('det_train')
-    ann = root / 'annotations' / 'instances_val2017.json'
-    run_train(DET_DEMO, work, '--cfg-options', f'train_cfg.max_iters={ITERS}',
-              'train_dataloader.batch_size=2', 'val_dataloader.batch_size=2',
-              *[f'{loader}.dataset.data_root={root}/'
-                for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader')],
-              f'val_evaluator.ann_file={ann}', f'test_evaluator.ann_file={ann}', timeout=600)
-    ckpt = work / f'iter_{ITERS}.pth'
-    assert ckpt.is_file(), sorted(p.name for p in work.iterdir())
-    return ckpt
+def det_ckpt(det_demo):
+    """The Mask R-CNN demo's checkpoint of the session's training."""
+    return det_demo.checkpoint
 
 
 @pytest.fixture(scope='module')
-def seg_ckpt(tmp_path_factory):
-    """The UperNet demo trained ITERS iterations by tools/train.py."""
-    data_root = make_ade20k(tmp_path_factory.mktemp('synthetic_ade'), num_train=4, num_val=2,
-                            img_size=64)
-    work = tmp_path_factory.mktemp('seg_train')
-    run_train(SEG_DEMO, work, '--cfg-options', f'train_cfg.max_iters={ITERS}',
-              'train_dataloader.batch_size=2',
-              *[f'{loader}.dataset.data_root={data_root}'
-                for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader')],
-              timeout=600)
-    ckpt = work / f'iter_{ITERS}.pth'
-    assert ckpt.is_file(), sorted(p.name for p in work.iterdir())
-    return ckpt
+def seg_ckpt(seg_demo):
+    """The UperNet demo's checkpoint of the session's training."""
+    return seg_demo.checkpoint
 
 
 @pytest.fixture(scope='module')
@@ -166,12 +142,12 @@ def assert_seg_sample(sample, hw):
 
 # ---------------------------------------------------------------- checkpoints
 
-def test_training_checkpoints_carry_the_synthetic_dataset_meta(det_ckpt, seg_ckpt):
-    det = safe_torch_load(det_ckpt)
-    assert det['meta']['iter'] == ITERS
+def test_training_checkpoints_carry_the_synthetic_dataset_meta(det_demo, seg_demo):
+    det = safe_torch_load(det_demo.checkpoint)
+    assert det['meta']['iter'] == det_demo.iters
     assert tuple(det['meta']['dataset_meta']['classes']) == COCO_CLASSES
-    seg = safe_torch_load(seg_ckpt)
-    assert seg['meta']['iter'] == ITERS
+    seg = safe_torch_load(seg_demo.checkpoint)
+    assert seg['meta']['iter'] == seg_demo.iters
     assert tuple(seg['meta']['dataset_meta']['classes']) == ADE_CLASSES
     assert [list(c) for c in seg['meta']['dataset_meta']['palette']] == ADE_PALETTE
     for ckpt in (det, seg):
@@ -334,15 +310,14 @@ print(json.dumps(dict(
 
 
 def test_inferencers_in_a_fresh_process_without_importing_ufo_mm(det_ckpt, seg_ckpt, det_image,
-                                                                 seg_image):
+                                                                 seg_image, tmp_path):
     """What a user's script does: only mmdet/mmseg imported, the config and a
-    checkpoint of tools/train.py given by path."""
-    proc = subprocess.run(
-        [sys.executable, '-c', FRESH_PROCESS, str(DET_DEMO), str(det_ckpt), str(det_image[0]),
-         str(SEG_DEMO), str(seg_ckpt), str(seg_image[0])],
-        env=tool_env(), cwd=str(REPO), capture_output=True, text=True, timeout=300)
+    checkpoint of the training tools given by path."""
+    script = tmp_path / 'user_script.py'
+    script.write_text(FRESH_PROCESS)
+    proc = run_tool(script, DET_DEMO, det_ckpt, det_image[0], SEG_DEMO, seg_ckpt, seg_image[0],
+                    timeout=300)
     log = proc.stdout + proc.stderr
-    assert proc.returncode == 0, log[-6000:]
     assert 'Weights only load failed' not in log and NO_META_WARNING not in log
     assert 'Loads checkpoint by local_safe backend' in log  # ufo_mm's weights_only loader
     result = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -365,9 +340,7 @@ def test_convert_trained_checkpoint_backbone_loads_through_init_cfg(task, reques
     from ufo_mm.models import UFOViT
     ckpt = request.getfixturevalue(f'{task}_ckpt')
     dst = tmp_path / 'backbone.pth'
-    subprocess.run([sys.executable, str(REPO / 'tools/convert_checkpoint.py'), str(ckpt),
-                    str(dst), '--prefix', 'backbone'], env=tool_env(), cwd=str(REPO),
-                   check=True, capture_output=True, text=True, timeout=300)
+    run_tool('convert_checkpoint.py', ckpt, dst, '--prefix', 'backbone', timeout=300)
 
     written = safe_torch_load(dst)
     assert set(written) == {'state_dict', 'meta'}

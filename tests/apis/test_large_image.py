@@ -9,7 +9,7 @@ corrupt files refused with an error naming them, and no full-size copy made
 beyond the one array. Writing: 8- and 16-bit label PNGs read back equal, the
 overlay's size and colours, shrunk band by band.
 
-The command (trained demo segmentor, 2 iterations) writes full-size labels
+The command (the demo segmentor trained once per session, ``seg_demo``) writes full-size labels
 equal to mmseg's own whole-image ``inference_model`` and prints its JSON line;
 those tests need the streaming core and are skipped without it.
 """
@@ -17,8 +17,6 @@ import io
 import json
 import os
 import re
-import subprocess
-import sys
 import tracemalloc
 from pathlib import Path
 
@@ -28,6 +26,8 @@ import pytest
 import tifffile
 from PIL import Image
 
+from tests.tool_runner import REPO, run_tool
+from tests.trained_demos import save_initial_weights
 from ufo_mm.apis import large_image
 from ufo_mm.apis.large_image import (ImageReadError, ProgressBarCallback, lifted_pil_limit,
                                      overlay_size, read_image, shrink_image, shrink_labels,
@@ -376,19 +376,11 @@ JSON_KEYS = {'height', 'width', 'seconds', 'peak_rss_gb', 'labels', 'overlay', '
 
 
 @pytest.fixture(scope='module')
-def demo_ckpt(tmp_path_factory):
-    """The UperNet demo trained 2 iterations by tools/train.py (once the
+def demo_ckpt(seg_demo):
+    """The UperNet demo's checkpoint of the session's training (once the
     streaming core is there)."""
     pytest.importorskip('ufo_mm.streaming')
-    from tests.tiny_seg_training import run_train
-    from ufo_mm.datasets import make_ade20k
-    root = make_ade20k(tmp_path_factory.mktemp('ade'), num_train=4, num_val=1, img_size=64)
-    work = tmp_path_factory.mktemp('train')
-    run_train(DEMO, work, '--cfg-options', 'train_cfg.max_iters=2',
-              'train_dataloader.batch_size=2',
-              *[f'{loader}.dataset.data_root={root}'
-                for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader')])
-    return work / 'iter_2.pth'
+    return seg_demo.checkpoint
 
 
 @pytest.fixture(scope='module')
@@ -412,13 +404,7 @@ def whole_image_labels(demo_ckpt, scene):
 
 
 def infer_large(*args, check=True):
-    from tests.tiny_seg_training import REPO, tool_env
-    proc = subprocess.run([sys.executable, str(REPO / 'tools/infer_large.py'), *map(str, args)],
-                          cwd=str(REPO), env=tool_env(), capture_output=True, text=True,
-                          timeout=300)
-    if check:
-        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return proc
+    return run_tool('infer_large.py', *args, check=check, timeout=300)
 
 
 @pytest.mark.parametrize('band_rows', [None, 48])
@@ -505,16 +491,7 @@ DET_KEYS = {'height', 'width', 'seconds', 'peak_rss_gb', 'instances', 'overlay',
 @pytest.fixture(scope='module')
 def det_ckpt(tmp_path_factory):
     """The Mask R-CNN demo's initial weights, saved as a checkpoint with its classes."""
-    import torch
-
-    from tests.tiny_seg_training import REPO
-    from ufo_mm.apis.builder import build_model
-    model = build_model(str(REPO / DET_DEMO))
-    model.init_weights()
-    path = tmp_path_factory.mktemp('det') / 'init.pth'
-    torch.save(dict(state_dict=model.state_dict(),
-                    meta=dict(dataset_meta=dict(model.dataset_meta))), path)
-    return path
+    return save_initial_weights(REPO / DET_DEMO, tmp_path_factory.mktemp('det') / 'init.pth')
 
 
 def test_command_detects_on_the_whole_image_as_mmdet_does(det_ckpt, scene, tmp_path):
@@ -525,7 +502,6 @@ def test_command_detects_on_the_whole_image_as_mmdet_does(det_ckpt, scene, tmp_p
     from mmdet.apis import inference_detector, init_detector
     from pycocotools import mask as mask_util
 
-    from tests.tiny_seg_training import REPO
     opts = ['model.test_cfg.rcnn.score_thr=0']
     proc = infer_large(DET_DEMO, det_ckpt, scene, '--out-dir', tmp_path, '--overlay-side', 200,
                        '--band-rows', 16, '--max-dets', 70, '--cfg-options', *opts)

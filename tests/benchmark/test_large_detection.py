@@ -6,10 +6,7 @@ arguments, and the command end to end (stream and sliced, each in its own
 process) on a 384-px scene of the demo detector with random weights."""
 import importlib.util
 import json
-import os
-import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,10 +15,11 @@ from mmdet.structures import DetDataSample
 from mmengine.structures import InstanceData
 from pycocotools import mask as mask_util
 
+from tests.tool_runner import run_tool
+from tests.trained_demos import DET_DEMO as DEMO
+from tests.trained_demos import save_initial_weights
 from ufo_mm.benchmark import large_detection as bench
 
-REPO = Path(__file__).resolve().parents[2]
-DEMO = REPO / 'configs/ufo_vit/demo/mask-rcnn_ufo-vit-demo_synthetic.py'
 SIDE = 384  # 3 x 3 cells of the 128-px validation images
 needs_sahi = pytest.mark.skipif(importlib.util.find_spec('sahi') is None,
                                 reason='sahi (extra [bench]) is not installed: '
@@ -44,12 +42,8 @@ def cfg_options(coco_root):
 @pytest.fixture(scope='module')
 def checkpoint(tmp_path_factory, cfg_options):
     """The demo detector's construction-time (random) weights, as a checkpoint."""
-    from ufo_mm.apis.builder import build_model
-    model = build_model(DEMO, cfg_options=cfg_options)
-    path = tmp_path_factory.mktemp('ckpt') / 'random.pth'
-    torch.save(dict(state_dict=model.state_dict(),
-                    meta=dict(dataset_meta=dict(classes=model.dataset_meta['classes']))), path)
-    return path
+    return save_initial_weights(DEMO, tmp_path_factory.mktemp('ckpt') / 'random.pth',
+                                cfg_options, init_weights=False)
 
 
 @pytest.fixture(scope='module')
@@ -209,9 +203,8 @@ def test_bad_arguments_are_refused(tmp_path, monkeypatch):
         with pytest.raises(ValueError, match=r'method sliced needs sahi \(extra \[bench\]\)'):
             bench.check_options(methods=['stream', 'sliced'], sides=[512])
     # the command says so and exits 2, before any case runs
-    proc = subprocess.run([sys.executable, 'tools/benchmark_large_det.py', str(DEMO), str(DEMO),
-                           '--overlap-ratio', '1', '--out-dir', str(tmp_path / 'out')],
-                          cwd=REPO, env=env(), capture_output=True, text=True, timeout=120)
+    proc = run_tool('benchmark_large_det.py', DEMO, DEMO, '--overlap-ratio', 1,
+                    '--out-dir', tmp_path / 'out', check=False, timeout=120)
     assert proc.returncode == 2 and 'overlap_ratio must be in [0, 1)' in proc.stderr
     assert not (tmp_path / 'out').exists()
 
@@ -246,22 +239,13 @@ def test_sliced_detections_and_masks_lie_in_the_scene(scene, checkpoint, cfg_opt
             assert ys.min() >= box[1] - 1 and ys.max() <= box[3] + 1
 
 
-def env():
-    return dict(os.environ, OMP_NUM_THREADS='1', MKL_NUM_THREADS='1',
-                PYTHONPATH=os.pathsep.join([str(REPO)] + [p for p in [os.environ.get(
-                    'PYTHONPATH')] if p]))
-
-
 @needs_sahi
 def test_command_runs_stream_and_sliced_and_tabulates(checkpoint, coco_root, tmp_path):
     out = tmp_path / 'out'
-    cmd = [sys.executable, 'tools/benchmark_large_det.py', DEMO, checkpoint,
-           '--sides', SIDE, '--methods', 'stream', 'sliced', '--threads', 1, '--fraction', 0.5,
-           '--patch-size', 256, '--max-dets', 60, '--out-dir', out,
-           '--cfg-options', f'test_dataloader.dataset.data_root={coco_root}/']
-    proc = subprocess.run([str(c) for c in cmd], cwd=REPO, env=env(), capture_output=True,
-                          text=True, timeout=300)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    run_tool('benchmark_large_det.py', DEMO, checkpoint, '--sides', SIDE, '--methods', 'stream',
+             'sliced', '--threads', 1, '--fraction', 0.5, '--patch-size', 256, '--max-dets', 60,
+             '--out-dir', out, '--cfg-options', f'test_dataloader.dataset.data_root={coco_root}/',
+             timeout=300)
     rows = json.loads((out / 'large_detection.json').read_text())
     assert [(r['method'], r['side'], r['status']) for r in rows] == [
         ('stream', SIDE, 'ok'), ('sliced', SIDE, 'ok')], rows

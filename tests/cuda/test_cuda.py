@@ -22,7 +22,8 @@ import torch
 
 from tests.streaming.test_segmentation import (HW, SEM_FPN, UPERNET, assert_same_prediction,
                                                build, small_cfg)
-from tests.tiny_seg_training import logged_scalars, make_data, run_train, write_config
+from tests.tiny_seg_training import logged_scalars, make_data, write_config
+from tests.tool_runner import run_tool
 from ufo_mm.models import UFOViT
 from ufo_mm.streaming.predict import array_source, predict, segment_large, tensor_source
 
@@ -156,8 +157,8 @@ def test_amp_training_on_cuda(tmp_path, amp_dtype):
     work_dir = tmp_path / 'work'
     # the tiny config asks for deterministic algorithms (for the CPU resume tests); UperNet's
     # pyramid pooling has no deterministic backward on CUDA
-    proc = run_train(config, work_dir, '--amp', '--amp-dtype', amp_dtype,
-                     '--cfg-options', 'randomness.deterministic=False')
+    proc = run_tool('train.py', config, '--work-dir', work_dir, '--amp', '--amp-dtype', amp_dtype,
+                    '--cfg-options', 'randomness.deterministic=False')
     expected = 'float16' if amp_dtype == 'fp16' or not torch.cuda.is_bf16_supported() \
         else 'bfloat16'
     assert f'AmpOptimWrapper in {expected}' in proc.stdout + proc.stderr

@@ -1,16 +1,12 @@
 """The one-command demo, end to end in its smallest form: every artefact the
 README promises is written, and the report's numbers are the evaluation logs'."""
 import re
-import subprocess
-import sys
-from pathlib import Path
 
 import cv2
 import pytest
 
 from demo.logs import evaluation_metrics
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.tool_runner import run_tool
 
 
 def report_metrics(report: str) -> dict:
@@ -29,11 +25,9 @@ def log_metric(log_text: str, key: str) -> float:
 def demo_run(tmp_path_factory):
     tmp = tmp_path_factory.mktemp('demo')
     work, data = tmp / 'work', tmp / 'data'
-    cmd = [sys.executable, 'tools/demo.py', '--quick', '--det-iters', '3', '--seg-iters', '3',
-           '--num-train', '6', '--num-val', '3', '--img-size', '96', '--scales', '2',
-           '--work-dir', str(work), '--data-dir', str(data)]
-    out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900)
-    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    out = run_tool('demo.py', '--quick', '--det-iters', '3', '--seg-iters', '3',
+                   '--num-train', '6', '--num-val', '3', '--img-size', '96', '--scales', '2',
+                   '--work-dir', work, '--data-dir', data, timeout=900)
     return work, out.stdout
 
 
@@ -69,17 +63,14 @@ def test_report_metrics_match_evaluation_logs(demo_run):
 
 def test_failure_exits_non_zero(tmp_path):
     """A step that fails (here: a training image size below one patch) stops the demo."""
-    cmd = [sys.executable, 'tools/demo.py', '--quick', '--skip-seg', '--img-size', '8',
-           '--num-train', '2', '--num-val', '1', '--work-dir', str(tmp_path / 'w'),
-           '--data-dir', str(tmp_path / 'd')]
-    out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    out = run_tool('demo.py', '--quick', '--skip-seg', '--img-size', '8', '--num-train', '2',
+                   '--num-val', '1', '--work-dir', tmp_path / 'w', '--data-dir', tmp_path / 'd',
+                   check=False)
     assert out.returncode != 0
     assert 'demo FAILED' in out.stderr or 'Error' in out.stderr
 
 
 def test_help_explains_size_and_real_data():
-    out = subprocess.run([sys.executable, 'tools/demo.py', '--help'], cwd=ROOT,
-                         capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0
+    out = run_tool('demo.py', '--help', timeout=300)
     for needle in ('--det-iters', '--img-size', '--arch', 'data/coco', 'ADEChallengeData2016'):
         assert needle in out.stdout

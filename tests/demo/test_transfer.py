@@ -2,16 +2,12 @@
 table says what the runs measured, and, in the slow test, a smoke run writes
 that table from the evaluation logs of every pretraining and fine-tuning run."""
 import re
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
 from demo.logs import evaluation_metrics
 from demo.transfer import STARTS, parse_args, transfer_table
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.tool_runner import run_tool
 
 
 def table_rows(table: str) -> dict:
@@ -47,10 +43,8 @@ def test_quick_and_bad_arguments():
 def test_smoke_run_writes_the_measured_table(tmp_path):
     pytest.importorskip('mmpretrain', reason='the pretraining step needs mmpretrain')
     work, data = tmp_path / 'work', tmp_path / 'data'
-    out = subprocess.run([sys.executable, 'tools/transfer_experiment.py', '--quick',
-                          '--out', str(work), '--data-dir', str(data), '--threads', '1'],
-                         cwd=ROOT, capture_output=True, text=True, timeout=3000)
-    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    run_tool('transfer_experiment.py', '--quick', '--out', work, '--data-dir', data,
+             '--threads', '1', timeout=3000)
     report = (work / 'transfer.md').read_text()
     for attn in ('ufo', 'xca'):
         top1 = evaluation_metrics(work / f'cls_{attn}' / 'test')['accuracy/top1']

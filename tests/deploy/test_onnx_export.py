@@ -1,9 +1,6 @@
 """ufo_mm.deploy (onnx_export, targets) and tools/export_onnx.py: ONNX files
 with dynamic H and W that onnxruntime runs at other resolutions than the traced
 one, matching PyTorch within 1e-4 (max |diff| / max |reference|)."""
-import subprocess
-import sys
-
 import numpy as np
 import onnx
 import onnxruntime as ort
@@ -11,13 +8,13 @@ import pytest
 import torch
 import torch.nn as nn
 
-from tests.tiny_seg_training import REPO, make_data, tool_env, write_config
+from tests.tiny_seg_training import make_data, write_config
+from tests.tool_runner import run_tool
 from ufo_mm.deploy.onnx_export import (AdaptiveAvgPool2dExportable, export_onnx,
                                        replace_adaptive_pools)
 from ufo_mm.deploy.targets import export_target
 from ufo_mm.models import UFOViT
 
-TOOL = REPO / 'tools' / 'export_onnx.py'
 # traced at 224 x 320; checked at other sizes, one not a multiple of 32 (nor 16)
 CHECK_SIZES = [(256, 256), (200, 145)]
 
@@ -26,11 +23,6 @@ def rel_err(ref: torch.Tensor, out: np.ndarray) -> float:
     ref = ref.detach().numpy()
     assert ref.shape == out.shape
     return float(np.abs(ref - out).max() / np.abs(ref).max())
-
-
-def run_tool(*args):
-    return subprocess.run([sys.executable, str(TOOL), *map(str, args)], env=tool_env(),
-                          cwd=str(REPO), capture_output=True, text=True, timeout=300)
 
 
 def test_backbone_arch_export_dynamic_hw(tmp_path):
@@ -83,8 +75,7 @@ def test_upernet_segmentor_export_through_tool(tmp_path):
     ckpt = tmp_path / 'upernet.pth'
     torch.save({'state_dict': model.state_dict(), 'meta': {}}, ckpt)
     out = tmp_path / 'upernet.onnx'
-    proc = run_tool(config, '--checkpoint', ckpt, '--out', out, '--shape', 224, 320)
-    assert proc.returncode == 0, proc.stderr[-4000:]
+    run_tool('export_onnx.py', config, '--checkpoint', ckpt, '--out', out, '--shape', 224, 320)
 
     meta = {p.key: p.value for p in onnx.load(str(out)).metadata_props}
     assert 'logits' in meta['exported'] and meta['preprocess_mean'].startswith('[123.675')
@@ -140,7 +131,8 @@ def test_pyramid_pooling_exports_with_dynamic_shapes(tmp_path):
 
 
 def test_export_rejects_bad_arguments(tmp_path):
-    proc = run_tool('tiny_12_p16', '--out', tmp_path / 'x.onnx', '--verify', 224)
+    proc = run_tool('export_onnx.py', 'tiny_12_p16', '--out', tmp_path / 'x.onnx', '--verify',
+                    224, check=False)
     assert proc.returncode == 2 and '--verify takes pairs H W' in proc.stderr
     with pytest.raises(FileNotFoundError, match='not found'):
         export_target(str(tmp_path / 'missing.py'))
@@ -165,8 +157,7 @@ def test_detector_backbone_neck_export_through_tool(tmp_path):
     config = tmp_path / 'mask_rcnn_ufo.py'
     config.write_text(DET_CONFIG)
     out = tmp_path / 'det.onnx'
-    proc = run_tool(config, '--out', out, '--verify', 256, 256, 200, 145)
-    assert proc.returncode == 0, proc.stderr[-4000:]
+    proc = run_tool('export_onnx.py', config, '--out', out, '--verify', 256, 256, 200, 145)
     # five FPN levels at both sizes, each within 1e-4 of PyTorch (checked by --verify)
     lines = [line for line in proc.stdout.splitlines() if 'rel err' in line]
     assert len(lines) == 10

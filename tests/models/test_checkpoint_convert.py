@@ -6,13 +6,11 @@ layout made from timm's, load whole into the XCA classifier (same logits) and
 into the dense backbone."""
 import argparse
 import re
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 
+from tests.tool_runner import run_tool
 from ufo_mm.models import UFOViT
 from ufo_mm.models.checkpoint_convert import (ConversionError, convert_state_dict,
                                               load_pretrained, unwrap_state_dict)
@@ -20,7 +18,6 @@ from ufo_mm.models.checkpoint_offline import (conversion_summary, convert_checkp
                                               save_converted)
 from ufo_mm.safe_load import safe_torch_load
 
-REPO = Path(__file__).resolve().parents[2]
 ARCH = dict(embed_dims=64, num_heads=4, depth=4, out_indices=(0, 1, 2, 3))
 
 
@@ -382,8 +379,6 @@ def test_convert_tool_handles_every_layout(tmp_path, layout):
 def test_convert_tool_command_line_on_an_mmpretrain_checkpoint(tmp_path):
     _, _, src = xcit_checkpoint(tmp_path, 'mmpretrain')
     dst = tmp_path / 'out' / 'ufo.pth'
-    out = subprocess.run([sys.executable, str(REPO / 'tools/convert_checkpoint.py'), str(src),
-                          str(dst)], capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, out.stderr
+    out = run_tool('convert_checkpoint.py', src, dst, timeout=300)
     assert 'dropped 41 classification-only and 4 XCiT-only' in out.stdout
     assert set(safe_torch_load(dst)) == {'state_dict', 'meta'}

@@ -54,7 +54,7 @@ def test_trained_checkpoint_beats_the_initial_weights_on_its_training_images(
     untrained = save_initial_weights(SEG_DEMO, tmp_path / 'initial.pth', split)
     before = evaluate(SEG_DEMO, untrained, tmp_path / 'before', split)
     after = evaluate(SEG_DEMO, seg_demo.checkpoint, tmp_path / 'after', split)
-    # measured (AVX2 EPYC, 4 images): aAcc 11.9 -> 78.0, mIoU 2.5 -> 32.7
+    # measured on the AVX2-only EPYC (fp32): aAcc 11.9 -> 69.0, mIoU 2.5 -> 21.8
     assert after['aAcc'] >= before['aAcc'] + 30, (before, after)
     assert after['mIoU'] >= before['mIoU'] + 10, (before, after)
 
