@@ -30,7 +30,7 @@ from pycocotools import mask as mask_util
 
 from . import bands, heads
 from .backbone import StreamedUFOViT
-from .predict import Progress, array_source, tensor_source, token_dtype
+from .inputs import Progress, array_source, tensor_source, token_dtype
 
 STREAM_KEYS = ('mode', 'band_rows', 'tokens_per_band', 'token_dtype', 'token_device',
                'mask_format')

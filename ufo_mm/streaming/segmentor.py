@@ -25,7 +25,8 @@ from mmengine.structures import PixelData
 from mmseg.models.segmentors import EncoderDecoder
 from mmseg.structures import SegDataSample
 
-from .predict import predict, tensor_source, token_dtype
+from .inputs import tensor_source, token_dtype
+from .predict import predict
 
 STREAM_KEYS = ('mode', 'band_rows', 'tokens_per_band', 'return_logits', 'token_dtype',
                'token_device', 'max_ram_gb', 'scratch_dir')
