@@ -1,9 +1,16 @@
 """What every streamed prediction is given, for segmentation and detection
-alike: the rows of its image (the sources: :func:`tensor_source`,
-:func:`array_source`, :func:`raster_source`), the names of the token storage
-dtypes (:func:`token_dtype`) and a progress counter (:class:`Progress`).
+alike: its options (:class:`StreamConfig`, read from a model's ``test_cfg``
+by :func:`stream_config` or made from arguments), the rows of its image (the
+sources: :func:`tensor_source`, :func:`array_source`, :func:`raster_source`)
+and a progress counter (:class:`Progress`).
+
+The rules for a ``test_cfg`` are the same for every streaming model; what
+differs is data, a :class:`ModelModes` per model (:data:`SEGMENTOR`,
+:data:`DETECTOR`): its own test modes, the options mode 'stream' reads, and
+the keys its heads read in every mode.
 """
-from typing import Callable, Optional, Tuple
+import dataclasses
+from typing import Callable, NamedTuple, Optional, Tuple
 
 import numpy as np
 import torch
@@ -12,6 +19,8 @@ from . import bands
 
 #: names of the token storage dtypes (``--token-dtype``, ``test_cfg.token_dtype``)
 TOKEN_DTYPES = {'fp32': torch.float32, 'bf16': torch.bfloat16, 'fp16': torch.float16}
+#: instance mask encodings of the streaming detector (``test_cfg.mask_format``)
+MASK_FORMATS = ('bitmap', 'rle')
 
 
 def token_dtype(name: Optional[str]) -> Optional[torch.dtype]:
@@ -21,6 +30,88 @@ def token_dtype(name: Optional[str]) -> Optional[torch.dtype]:
     if name not in TOKEN_DTYPES:
         raise ValueError(f'token dtype must be one of {", ".join(TOKEN_DTYPES)}, got {name!r}')
     return TOKEN_DTYPES[name]
+
+
+@dataclasses.dataclass(frozen=True)
+class StreamConfig:
+    """Options of one streamed prediction (test mode 'stream').
+
+    Args:
+        band_rows: rows per band: of the output (segmentation; default 64 MB
+            of logits, 1 GB on a GPU) or of the finest FPN level (detection;
+            default 64 MB of it).
+        tokens_per_band: tokens per band of the backbone's blocks (default:
+            :func:`.backbone.default_tokens_per_band` of the model's device).
+        token_dtype: storage of the backbone's token tensors: a torch dtype
+            or a name of :data:`TOKEN_DTYPES` (None: float32).
+        token_device: where those tensors live ('auto', the model's device,
+            'cpu' or 'disk'; see :class:`.backbone.StreamedUFOViT`).
+        max_ram_gb: memory budget of the process, GiB; the token tensors go
+            to files in ``scratch_dir`` when they do not fit it.
+        scratch_dir: folder of those files (default: the system's temporary
+            folder).
+        return_logits: segmentation: also keep the full-size (classes, H, W)
+            logits (mmseg's ``seg_logits``).
+        mask_format: detection: 'bitmap' (mmdet's (instances, H, W)
+            booleans) or 'rle' (COCO RLE, one instance at a time).
+    """
+    band_rows: Optional[int] = None
+    tokens_per_band: Optional[int] = None
+    token_dtype: Optional[torch.dtype] = None
+    token_device: Optional[str] = None
+    max_ram_gb: Optional[float] = None
+    scratch_dir: Optional[str] = None
+    return_logits: bool = False
+    mask_format: str = 'bitmap'
+
+    def __post_init__(self):
+        object.__setattr__(self, 'token_dtype', token_dtype(self.token_dtype))
+        if self.mask_format not in MASK_FORMATS:
+            raise ValueError(f"test_cfg.mask_format must be {' or '.join(map(repr, MASK_FORMATS))}"
+                             f', got {self.mask_format!r}')
+
+
+class ModelModes(NamedTuple):
+    """What a streaming model's ``test_cfg`` may hold."""
+    #: the model's own test modes (besides 'stream'); the first is the default
+    own: Tuple[str, ...]
+    #: the :class:`StreamConfig` fields mode 'stream' reads
+    options: Tuple[str, ...]
+    #: keys the model's heads read in every mode (mmdet's ``rpn``, ``rcnn``)
+    head_keys: Tuple[str, ...] = ()
+
+
+#: ``StreamingEncoderDecoder`` (mmseg's modes 'whole' and 'slide')
+SEGMENTOR = ModelModes(('whole', 'slide'),
+                      ('band_rows', 'tokens_per_band', 'return_logits', 'token_dtype',
+                       'token_device', 'max_ram_gb', 'scratch_dir'))
+#: ``StreamingMaskRCNN`` (mmdet's mode 'whole')
+DETECTOR = ModelModes(('whole',),
+                     ('band_rows', 'tokens_per_band', 'token_dtype', 'token_device',
+                      'mask_format'),
+                     ('rpn', 'rcnn'))
+
+
+def stream_config(test_cfg, modes: ModelModes) -> Optional[StreamConfig]:
+    """The :class:`StreamConfig` of a model's ``test_cfg`` in mode 'stream',
+    or None in one of the model's own modes (``modes.own``; the first one
+    when ``test_cfg`` names none). Raises ValueError for a mode the model
+    has not or a bad value, KeyError naming the keys that mode 'stream'
+    does not read (and the ones it does)."""
+    cfg = dict(test_cfg or {})
+    mode = cfg.pop('mode', modes.own[0])
+    if mode != 'stream':
+        if mode not in modes.own:
+            names = [repr(m) for m in modes.own + ('stream',)]
+            raise ValueError(f'test_cfg.mode must be {", ".join(names[:-1])} or {names[-1]}, '
+                             f'got {mode!r}')
+        return None
+    valid = ('mode',) + modes.head_keys + modes.options
+    unknown = set(cfg) - set(valid)
+    if unknown:
+        raise KeyError(f'test_cfg keys {sorted(unknown)} have no meaning in mode stream; '
+                       f'valid: {", ".join(valid)}')
+    return StreamConfig(**{k: cfg[k] for k in modes.options if cfg.get(k) is not None})
 
 
 class Progress:
