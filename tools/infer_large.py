@@ -190,7 +190,7 @@ def segment(args, model, raster, path: Path) -> dict:
     from ufo_mm.apis.file_segmentation import (LABEL_FORMATS, default_labels_format,
                                                segment_raster)
     from ufo_mm.io.rasters import RasterError, RasterWriteError
-    from ufo_mm.streaming.predict import token_dtype
+    from ufo_mm.streaming.inputs import token_dtype
     from ufo_mm.streaming.tokens import MemoryBudgetError, ScratchDiskFull
     fmt = args.labels_format or default_labels_format(raster)
     out_dir = Path(args.out_dir)
@@ -212,7 +212,7 @@ def segment(args, model, raster, path: Path) -> dict:
 
 def detect(args, model, image, path: Path) -> dict:
     from ufo_mm.streaming.detector import StreamingMaskRCNN, detect_large
-    from ufo_mm.streaming.predict import token_dtype
+    from ufo_mm.streaming.inputs import token_dtype
     if not isinstance(model, StreamingMaskRCNN):
         raise SystemExit(f'infer_large: {args.config} builds a {type(model).__name__}; '
                          "streamed detection needs model.type='StreamingMaskRCNN'")

@@ -25,7 +25,8 @@ from tests.streaming.test_segmentation import (HW, SEM_FPN, UPERNET, assert_same
 from tests.tiny_seg_training import logged_scalars, make_data, run_train, write_config
 from ufo_mm.models import UFOViT
 from ufo_mm.models.ufo_vit import REFERENCE
-from ufo_mm.streaming.predict import array_source, predict, segment_large, tensor_source
+from ufo_mm.streaming.inputs import array_source, tensor_source
+from ufo_mm.streaming.predict import predict, segment_large
 
 pytestmark = [pytest.mark.cuda,
               pytest.mark.skipif(not torch.cuda.is_available(),

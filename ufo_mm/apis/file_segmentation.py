@@ -9,7 +9,7 @@ for a segmentor::
                              max_ram_gb=4)
 
 - The image is read band by band as the model needs its rows
-  (:func:`ufo_mm.streaming.predict.raster_source`); a PNG or JPEG was
+  (:func:`ufo_mm.streaming.inputs.raster_source`); a PNG or JPEG was
   decoded whole when opened (``RasterSource.decoded_whole``).
 - The labels go band by band to a tiled, compressed (Geo)TIFF
   (:class:`ufo_mm.io.rasters.LabelWriter`, the input's georeference copied)

@@ -85,7 +85,7 @@ def random_image(side: int, seed: int = 0, tile: int = 1024) -> np.ndarray:
 
 def whole_labels(model, image: np.ndarray) -> np.ndarray:
     """mmseg's whole mode on the GPU: upload, normalise, inference, argmax, labels back."""
-    from ufo_mm.streaming.predict import array_source
+    from ufo_mm.streaming.inputs import array_source
     device = next(model.parameters()).device
     node, padded = array_source(image, model.data_preprocessor, device)
     inputs = node.compute(0, padded[0])
@@ -127,7 +127,7 @@ def peak_rss_gb() -> float:
 def run_case(model, image, method: str, precision: str, token_dtype: Optional[str],
              token_device: str, device) -> dict:
     from ufo_mm.streaming import segment_large
-    from ufo_mm.streaming.predict import token_dtype as dtype_of
+    from ufo_mm.streaming.inputs import token_dtype as dtype_of
     tf32, ctx = precision_context(precision)
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = tf32
     torch.cuda.empty_cache()

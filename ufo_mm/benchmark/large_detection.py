@@ -211,7 +211,7 @@ def detect_streamed(model, image_bgr: np.ndarray, case: dict):
     image band by band (no float copy of the scene either)."""
     from ufo_mm.streaming.backbone import TOKENS_PER_BAND
     from ufo_mm.streaming.detector import detect_large
-    from ufo_mm.streaming.predict import token_dtype
+    from ufo_mm.streaming.inputs import token_dtype
     return detect_large(model, image_bgr, band_rows=case['band_rows'],
                         tokens_per_band=case['tokens_per_band'] or TOKENS_PER_BAND,
                         token_dtype=token_dtype(case['token_dtype']))
