@@ -137,7 +137,7 @@ def main(argv=None) -> dict:
     args = parse_args(argv)
     import torch
 
-    from ufo_mm.apis.builder import build_model, library_of
+    from ufo_mm.builder import build_model, library_of
     from ufo_mm.devices import DeviceError, peak_device_gb, reset_peak, resolve_device
     from ufo_mm.io.rasters import open_raster
     try:

@@ -508,7 +508,7 @@ def det_ckpt(tmp_path_factory):
     import torch
 
     from tests.tiny_seg_training import REPO
-    from ufo_mm.apis.builder import build_model
+    from ufo_mm.builder import build_model
     model = build_model(str(REPO / DET_DEMO))
     model.init_weights()
     path = tmp_path_factory.mktemp('det') / 'init.pth'

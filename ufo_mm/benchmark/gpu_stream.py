@@ -53,7 +53,7 @@ def build_segmentor(name: str, device: torch.device):
     statistics, eval mode, on ``device``."""
     from mmengine.config import Config
 
-    from ufo_mm.apis.builder import build_model
+    from ufo_mm.builder import build_model
     cfg = Config.fromfile(str(ROOT / CONFIGS[name][1]))
     cfg.model.pretrained = None
     cfg.model.backbone.pop('init_cfg', None)

@@ -224,7 +224,7 @@ def run_case(case: dict) -> dict:
     from mmdet.apis import inference_detector
     from mmengine.dataset import Compose
 
-    from ufo_mm.apis.builder import build_model, load_config
+    from ufo_mm.builder import build_model, load_config
     from ufo_mm.evaluation.highres import load_input
     from ufo_mm.evaluation.metrics import coco_detections, coco_eval
 

@@ -43,7 +43,7 @@ CASE_MODULE = 'ufo_mm.benchmark.large_image'
 def build_segmentor(name: str):
     """The named segmentor (random weights, eval mode, BN for SyncBN; the
     project's configs build StreamingEncoderDecoder)."""
-    from ufo_mm.apis.builder import build_model
+    from ufo_mm.builder import build_model
     cfg_path = MODELS[name]['config']
     if cfg_path.startswith('mmseg::'):  # a config shipped inside mmseg's wheel
         import mmseg

@@ -143,9 +143,9 @@ def split_files(dataset_cfg, num: Optional[int] = None) -> List[Tuple[Path, Opti
 def load_segmentor(config, checkpoint: Optional[str] = None, device: str = 'cpu',
                    cfg_options: Optional[dict] = None):
     """The segmentor of an mmseg config with its checkpoint
-    (:func:`ufo_mm.apis.builder.build_model`: SyncBN turned into BN,
+    (:func:`ufo_mm.builder.build_model`: SyncBN turned into BN,
     ``model.cfg`` and ``model.dataset_meta`` set)."""
-    from ufo_mm.apis.builder import build_model, library_of
+    from ufo_mm.builder import build_model, library_of
     model = build_model(config, checkpoint, device=device, cfg_options=cfg_options)
     if library_of(model.cfg) != 'mmseg':
         raise ValueError(f'{config} is not an mmseg config')
