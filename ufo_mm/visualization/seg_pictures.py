@@ -19,20 +19,9 @@ from typing import List, Optional, Sequence, Tuple
 import cv2
 import numpy as np
 
-IGNORE_COLOUR = (0, 0, 0)
+from .overlays import colour_labels
+
 TITLES = ('image', 'ground truth', 'prediction')
-
-
-def colour_labels(label: np.ndarray, palette: Sequence[Sequence[int]],
-                  ignore_index: int = 255) -> np.ndarray:
-    """(H, W) int label map -> (H, W, 3) uint8 RGB; ``ignore_index`` and labels
-    outside the palette are black."""
-    palette = np.asarray(palette, np.uint8).reshape(-1, 3)
-    out = np.zeros(label.shape + (3,), np.uint8)
-    out[:] = IGNORE_COLOUR
-    valid = (label != ignore_index) & (label >= 0) & (label < len(palette))
-    out[valid] = palette[label[valid]]
-    return out
 
 
 def _text_row(width: int, height: int, texts: Sequence[Tuple[str, int, tuple]]) -> np.ndarray:
