@@ -61,7 +61,7 @@ def scene(coco_root):
 
 
 def case(method, **options):
-    return bench.plan([method], [SIDE], 1, str(DEMO), str(DEMO), **options)[0]
+    return bench.plan_cases([method], [SIDE], 1, str(DEMO), str(DEMO), **options)[0]
 
 
 # ---------------------------------------------------------------- masks and merging

@@ -4,7 +4,7 @@ makes (:func:`build_step`): an inference on a (batch, 3, H, W) input, or a
 training step of a backbone, of the model or of ``torch.compile(model)``."""
 import os.path as osp
 
-ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+from .harness import ROOT
 
 # name -> how to build it and how its cost grows with the number of pixels P
 # (time_exp / mem_exp: cost ~ P ** exp; used only to decide what to skip).
