@@ -60,8 +60,10 @@ from pathlib import Path
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 from ufo_mm.analysis.process_stats import peak_rss_bytes  # noqa: E402
-from ufo_mm.apis.large_image import (ImageReadError, ProgressBarCallback,  # noqa: E402
-                                     default_palette, write_detection_overlay, write_instances)
+from ufo_mm.apis.progress import ProgressBarCallback  # noqa: E402
+from ufo_mm.io.detections import write_instances  # noqa: E402
+from ufo_mm.io.images import ImageReadError  # noqa: E402
+from ufo_mm.visualization.overlays import default_palette, write_detection_overlay  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -137,7 +139,7 @@ def main(argv=None) -> dict:
     args = parse_args(argv)
     import torch
 
-    from ufo_mm.apis.builder import build_model, library_of
+    from ufo_mm.builder import build_model, library_of
     from ufo_mm.devices import DeviceError, peak_device_gb, reset_peak, resolve_device
     from ufo_mm.io.rasters import open_raster
     try:
