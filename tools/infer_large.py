@@ -53,6 +53,7 @@ Example::
 import argparse
 import json
 import os.path as osp
+import signal
 import sys
 import time
 from pathlib import Path
@@ -246,5 +247,17 @@ def detect(args, model, image, path: Path) -> dict:
                 overlay=str(overlay_path))
 
 
+def stop_on_signal(signum, frame):
+    """SIGTERM (a scheduler's time limit, ``kill``) unwinds like Ctrl-C: the
+    partial label file and the spilled token files are removed."""
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
 if __name__ == '__main__':
-    main()
+    signal.signal(signal.SIGTERM, stop_on_signal)
+    try:
+        main()
+    except KeyboardInterrupt as e:
+        print(f'infer_large: stopped ({e or "SIGINT"}); no partial output was left behind',
+              file=sys.stderr)
+        sys.exit(130)
