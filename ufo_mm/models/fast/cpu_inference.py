@@ -151,23 +151,23 @@ def fold_kv_into_projection(attn: UFOAttention, kv: torch.Tensor, dtype: torch.d
 
 def ufo_attention(attn: UFOAttention, x: torch.Tensor, kv: torch.Tensor, dtype: torch.dtype,
                   tile: Optional[int]) -> torch.Tensor:
-    """UFOAttention of the tokens ``x`` given the normalised ``kv``: per tile
-    of tokens, the queries (one GEMM), their XNorm in place, and one GEMM with
-    XNorm(kv) folded into the output projection."""
+    """UFOAttention of the tokens ``x`` given the normalised ``kv``: the
+    queries ``tile`` tokens at a time (one GEMM each), their XNorm written
+    straight into a token-major buffer, then one GEMM with XNorm(kv) folded
+    into the output projection."""
     B, N, C = x.shape
     h = attn.num_heads
+    tile = tile if tile and N > tile else N
     w, b = attn.projection('q')
     gamma_q = attn.gammas()[0].view(h, 1)
+    q = x.new_empty(B, N, C, dtype=dtype)
+    for start in range(0, N, tile):
+        qt = kernels.linear(x[:, start:start + tile], w, b, 'none', dtype)
+        qt = qt.view(B, qt.shape[1], h, C // h)
+        xnorm(qt, gamma_q, dim=-1, eps=attn.eps, out=q[:, start:start + tile].view(qt.shape))
     fused, bias = fold_kv_into_projection(attn, kv, dtype)
-
-    def run(t):
-        q = kernels.linear(t, w, b, 'none', dtype)
-        qh = q.view(B, t.shape[1], h, C // h)
-        xnorm(qh, gamma_q, dim=-1, eps=attn.eps, out=qh)
-        out = [kernels.linear(q[i], fused[i], bias, 'none', dtype) for i in range(B)]
-        return out[0].unsqueeze(0) if B == 1 else torch.stack(out)
-
-    return tiled(run, x, tile, C, dtype)
+    out = [kernels.linear(q[i], fused[i], bias, 'none', dtype) for i in range(B)]
+    return out[0].unsqueeze(0) if B == 1 else torch.stack(out)
 
 
 class CPUKernels:
