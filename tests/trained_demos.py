@@ -122,7 +122,7 @@ def save_initial_weights(config, path, cfg_options=None, init_weights=True) -> P
     else as constructed."""
     import torch
 
-    from ufo_mm.apis.builder import build_model
+    from ufo_mm.builder import build_model
     with torch.random.fork_rng():  # the same weights every time, the caller's RNG untouched
         torch.manual_seed(0)
         model = build_model(str(config), cfg_options=cfg_options)

@@ -56,7 +56,7 @@ FLOPs here are FLOPs (2 per multiply-add), counted by
 ``torch.utils.flop_counter.FlopCounterMode`` (matmuls and convolutions).
 ``tools/get_flops.py`` prints MACs (mmengine's convention) instead.
 
-The measuring logic is ``ufo_mm.benchmark`` (zoo, measure, isolation, runner,
+The measuring logic is ``ufo_mm.benchmark`` (zoo, measure, harness, runner,
 report); this file is its command line.
 
 ``--device cuda`` (or ``cuda:N``) runs the GPU benchmark instead,

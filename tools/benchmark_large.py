@@ -27,8 +27,8 @@ from ufo_mm.benchmark import large_image as bench  # noqa: E402
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument('--models', nargs='+', default=list(bench.MODELS),
-                        choices=list(bench.MODELS))
+    parser.add_argument('--models', nargs='+', default=list(bench.SEGMENTORS),
+                        choices=list(bench.SEGMENTORS))
     parser.add_argument('--methods', nargs='+', default=list(bench.METHODS),
                         choices=bench.METHODS)
     parser.add_argument('--sides', nargs='+', type=int, default=[1024, 2048, 4096, 8192, 16384])
@@ -52,9 +52,9 @@ def main(argv=None):
     if args.from_json:
         rows = [row for path in args.from_json for row in json.load(open(path))]
     else:
-        cases = bench.plan(args.models, args.methods, args.sides, args.threads)
-        rows = bench.run(cases, args.mem_limit_gb, args.timeout,
-                         log=lambda line: print(line, flush=True))
+        cases = bench.plan_cases(args.models, args.methods, args.sides, args.threads)
+        rows = bench.run_cases(cases, args.mem_limit_gb, args.timeout,
+                               log=lambda line: print(line, flush=True))
     bench.write_outputs(rows, args.out_dir, title)
     print(bench.markdown(rows))
     print(f'wrote {args.out_dir}/large_image.{{json,md,png}}')

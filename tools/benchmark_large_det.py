@@ -100,8 +100,8 @@ def main(argv=None):
              f'{threads} threads; {names}')
     print(title, flush=True)
     if not args.from_json:
-        cases = bench.plan(args.methods, args.sides, args.threads, args.config,
-                           args.checkpoint, **args.options)
+        cases = bench.plan_cases(args.methods, args.sides, args.threads, args.config,
+                                 args.checkpoint, **args.options)
         rows = bench.run_cases(cases, args.mem_limit_gb, args.timeout,
                                log=lambda line: print(line, flush=True))
     bench.write_outputs(rows, args.out_dir, title)

@@ -70,7 +70,7 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    from ufo_mm.apis.builder import load_config
+    from ufo_mm.builder import load_config
     cfg = load_config(args.config, args.cfg_options)
     if cfg.get('default_scope') != 'mmseg':
         raise ValueError(f'{args.config} is not an mmseg config (default_scope '

@@ -53,6 +53,7 @@ Example::
 import argparse
 import json
 import os.path as osp
+import signal
 import sys
 import time
 from pathlib import Path
@@ -60,8 +61,10 @@ from pathlib import Path
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 from ufo_mm.analysis.process_stats import peak_rss_bytes  # noqa: E402
-from ufo_mm.apis.large_image import (ImageReadError, ProgressBarCallback,  # noqa: E402
-                                     default_palette, write_detection_overlay, write_instances)
+from ufo_mm.apis.progress import ProgressBarCallback  # noqa: E402
+from ufo_mm.io.detections import write_instances  # noqa: E402
+from ufo_mm.io.images import ImageReadError  # noqa: E402
+from ufo_mm.visualization.overlays import default_palette, write_detection_overlay  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -137,7 +140,7 @@ def main(argv=None) -> dict:
     args = parse_args(argv)
     import torch
 
-    from ufo_mm.apis.builder import build_model, library_of
+    from ufo_mm.builder import build_model, library_of
     from ufo_mm.devices import DeviceError, peak_device_gb, reset_peak, resolve_device
     from ufo_mm.io.rasters import open_raster
     try:
@@ -190,7 +193,7 @@ def segment(args, model, raster, path: Path) -> dict:
     from ufo_mm.apis.file_segmentation import (LABEL_FORMATS, default_labels_format,
                                                segment_raster)
     from ufo_mm.io.rasters import RasterError, RasterWriteError
-    from ufo_mm.streaming.predict import token_dtype
+    from ufo_mm.streaming.inputs import token_dtype
     from ufo_mm.streaming.tokens import MemoryBudgetError, ScratchDiskFull
     fmt = args.labels_format or default_labels_format(raster)
     out_dir = Path(args.out_dir)
@@ -212,7 +215,7 @@ def segment(args, model, raster, path: Path) -> dict:
 
 def detect(args, model, image, path: Path) -> dict:
     from ufo_mm.streaming.detector import StreamingMaskRCNN, detect_large
-    from ufo_mm.streaming.predict import token_dtype
+    from ufo_mm.streaming.inputs import token_dtype
     if not isinstance(model, StreamingMaskRCNN):
         raise SystemExit(f'infer_large: {args.config} builds a {type(model).__name__}; '
                          "streamed detection needs model.type='StreamingMaskRCNN'")
@@ -244,5 +247,17 @@ def detect(args, model, image, path: Path) -> dict:
                 overlay=str(overlay_path))
 
 
+def stop_on_signal(signum, frame):
+    """SIGTERM (a scheduler's time limit, ``kill``) unwinds like Ctrl-C: the
+    partial label file and the spilled token files are removed."""
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
 if __name__ == '__main__':
-    main()
+    signal.signal(signal.SIGTERM, stop_on_signal)
+    try:
+        main()
+    except KeyboardInterrupt as e:
+        print(f'infer_large: stopped ({e or "SIGINT"}); no partial output was left behind',
+              file=sys.stderr)
+        sys.exit(130)

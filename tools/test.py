@@ -12,8 +12,8 @@ import sys
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
-from ufo_mm.apis.builder import library_of  # noqa: E402
 from ufo_mm.apis.runner import add_common_args, build_runner, runner_config  # noqa: E402
+from ufo_mm.builder import library_of  # noqa: E402
 
 
 def parse_args(argv=None):

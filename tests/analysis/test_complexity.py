@@ -129,7 +129,7 @@ def test_full_model_config_counts_backbone_and_heads():
     config = REPO / 'configs/ufo_vit/upernet/upernet_ufo-vit-t12-p16_8xb2-160k_ade20k-512x512.py'
     if not config.exists():
         pytest.skip('UperNet config not present')
-    from ufo_mm.apis.builder import build_model, library_of
+    from ufo_mm.builder import build_model, library_of
     model = build_model(str(config))
     scope = library_of(model.cfg)
     assert scope == 'mmseg'

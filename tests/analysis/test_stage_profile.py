@@ -13,9 +13,10 @@ def test_stages_compose_the_forward():
     model = UFOViT(arch='tiny_12_p16').eval()
     x = torch.randn(1, 3, 70, 90)
     with torch.no_grad():
-        route = model.stages(x)
-        tokens, shape = route.embed(x)
-        outs = route.forward_pyramid(route.forward_blocks(tokens, *shape), x.shape[-2:])
+        k = model.kernels_for(x)
+        tokens, shape = model.embed(x, k)
+        outs = model.forward_pyramid(model.forward_blocks(tokens, *shape, kernels=k),
+                                     x.shape[-2:], k)
         ref = model(x)
     assert [o.shape[-2:] for o in outs] == [(18, 23), (9, 12), (5, 6), (3, 3)]
     for o, r in zip(outs, ref):

@@ -12,7 +12,7 @@ import tifffile
 
 from tests.streaming.test_segmentation import SEM_FPN, UPERNET, build, small_cfg
 from ufo_mm.apis.file_segmentation import default_labels_format, segment_raster
-from ufo_mm.apis.large_image import default_palette, write_overlay
+from ufo_mm.visualization.overlays import default_palette, write_overlay
 from ufo_mm.io.rasters import RasterError, open_raster
 from ufo_mm.streaming.predict import segment_large
 

@@ -2,7 +2,7 @@
 import textwrap
 from pathlib import Path
 
-from ufo_mm.benchmark.ab import Worker, compare, report
+from ufo_mm.benchmark.ab import CheckoutWorker, compare, report
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -30,7 +30,7 @@ def fake_tree(root: Path) -> Path:
 def test_each_checkout_is_timed_with_its_own_code(tmp_path):
     fake = fake_tree(tmp_path / 'fake')
     for tree in (REPO, fake):  # each worker imports ufo_mm from its own tree
-        w = Worker(str(tree), 'tiny_12_p16', 1)
+        w = CheckoutWorker(str(tree), 'tiny_12_p16', 1)
         assert Path(w.where).resolve().is_relative_to(tree.resolve()), w.where
         w.close()
     times = compare(str(REPO), str(fake), sizes=[64, 96], rounds=3,

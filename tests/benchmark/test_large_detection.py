@@ -55,7 +55,7 @@ def scene(coco_root):
 
 
 def case(method, **options):
-    return bench.plan([method], [SIDE], 1, str(DEMO), str(DEMO), **options)[0]
+    return bench.plan_cases([method], [SIDE], 1, str(DEMO), str(DEMO), **options)[0]
 
 
 # ---------------------------------------------------------------- masks and merging
@@ -159,7 +159,7 @@ def test_ground_truth_as_predictions_scores_one_and_max_dets_cuts(scene):
 # ---------------------------------------------------------------- configuration
 
 def test_each_method_gets_its_model_counts_and_pipeline(cfg_options):
-    from ufo_mm.apis.builder import load_config
+    from ufo_mm.builder import load_config
     cfg = load_config(DEMO, cfg_options)
     # the demo's test scale is 128 x 128: a 384 scene is 9 x its area, a 256 patch 4 x
     stream, pipeline = bench.detector_config(cfg, case('stream', max_dets=300, token_dtype='bf16'),
@@ -219,7 +219,7 @@ def test_sliced_detections_and_masks_lie_in_the_scene(scene, checkpoint, cfg_opt
     of the first patch."""
     from mmengine.dataset import Compose
 
-    from ufo_mm.apis.builder import build_model, load_config
+    from ufo_mm.builder import build_model, load_config
     image, _ = scene
     c = case('sliced', patch_size=256, max_dets=50)
     cfg, pipeline = bench.detector_config(load_config(DEMO, cfg_options), c, (256, 256))

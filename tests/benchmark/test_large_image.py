@@ -7,26 +7,29 @@ import json
 
 import pytest
 
+from ufo_mm.benchmark import harness
 from ufo_mm.benchmark import large_image as bench
 
 
 def test_plan_and_skip_after_a_failure(monkeypatch):
-    cases = bench.plan(['upernet_ufo_s12'], ['whole', 'stream'], [4096, 1024, 2048], threads=2)
+    cases = bench.plan_cases(['upernet_ufo_s12'], ['whole', 'stream'], [4096, 1024, 2048],
+                             threads=2)
     assert [(c['method'], c['side']) for c in cases] == [
         ('whole', 1024), ('whole', 2048), ('whole', 4096),
         ('stream', 1024), ('stream', 2048), ('stream', 4096)]
-    swin = bench.plan(['upernet_swin_t'], ['stream', 'whole', 'slide'], [1024], threads=2)
+    swin = bench.plan_cases(['upernet_swin_t'], ['stream', 'whole', 'slide'], [1024], threads=2)
     assert [c['method'] for c in swin] == ['whole', 'slide']  # Swin-T cannot be streamed
     ran = []
 
-    def fake(case, mem_limit_gb, timeout_s, module):
+    def fake(module, case, mem_limit_gb, timeout_s, threads, forkserver):
+        assert module == bench.CASE_MODULE and threads == 2
         ran.append((case['method'], case['side']))
         if case['method'] == 'whole' and case['side'] >= 2048:
             return dict(case, status='out of memory (> 22 GiB)', peak_rss_gb=22.1)
         return dict(case, status='ok', seconds=case['side'] / 1000, cpu_seconds=1.0,
                     peak_rss_gb=1.0)
-    monkeypatch.setattr(bench, 'run_isolated', fake)
-    rows = bench.run(cases, 22, 60, log=lambda line: None)
+    monkeypatch.setattr(harness, 'run_in_child', fake)
+    rows = bench.run_cases(cases, 22, 60, log=lambda line: None)
     assert ('whole', 4096) not in ran and rows[2]['status'].startswith('skipped')
     assert rows[1]['status'].startswith('out of memory')
 
@@ -52,7 +55,7 @@ def test_ratios_table_and_plot(tmp_path):
 
 def test_one_real_case_in_its_own_process():
     case = dict(model='fpn_ufo_s12', method='stream', side=96, threads=1)
-    row = bench.run_isolated(case, mem_limit_gb=8, timeout_s=300)
+    row = harness.run_in_child(bench.CASE_MODULE, case, mem_limit_gb=8, timeout_s=300, threads=1)
     assert row['status'] == 'ok', row
     assert row['seconds'] > 0 and row['cpu_seconds'] > 0
     assert 0.2 < row['ready_rss_gb'] <= row['peak_rss_gb'] < 8

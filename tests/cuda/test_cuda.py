@@ -25,7 +25,9 @@ from tests.streaming.test_segmentation import (HW, SEM_FPN, UPERNET, assert_same
 from tests.tiny_seg_training import logged_scalars, make_data, write_config
 from tests.tool_runner import run_tool
 from ufo_mm.models import UFOViT
-from ufo_mm.streaming.predict import array_source, predict, segment_large, tensor_source
+from ufo_mm.models.ufo_vit import REFERENCE
+from ufo_mm.streaming.inputs import array_source, tensor_source
+from ufo_mm.streaming.predict import predict, segment_large
 
 pytestmark = [pytest.mark.cuda,
               pytest.mark.skipif(not torch.cuda.is_available(),
@@ -108,7 +110,7 @@ def test_fast_cpu_route_is_never_taken_on_cuda():
     model = UFOViT('tiny_12_p16').eval().cuda()
     x = torch.randn(1, 3, 64, 64, device='cuda')
     with torch.no_grad():
-        assert model.stages(x) is model
+        assert model.kernels_for(x) is REFERENCE
         assert all(o.is_cuda for o in model(x))
 
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import tifffile
 
-from ufo_mm.apis.large_image import ImageReadError, read_image
+from ufo_mm.io.images import ImageReadError, read_image
 from ufo_mm.io import rasters
 from ufo_mm.io.rasters import (LabelWriter, RasterError, RasterWriteError, TiffRaster,
                                open_raster)

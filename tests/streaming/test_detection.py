@@ -97,6 +97,27 @@ def test_rle_masks_are_mmdets_encoding_of_its_masks(results, image):
     assert torch.equal(rle.bboxes, stream.bboxes) and torch.equal(rle.scores, stream.scores)
 
 
+def test_detect_large_is_mode_stream_and_leaves_test_cfg_alone(results, image):
+    """detect_large (the image array; its options arguments): mode stream's
+    detections with RLE masks, while ``model.test_cfg`` stays the same
+    object, unchanged, in mode 'whole'."""
+    import copy
+
+    from ufo_mm.streaming.detector import detect_large
+    model = results[0]
+    want = detect(model, image, 'stream', mask_format='rle', **BANDS)
+    model.test_cfg = before = {k: model.test_cfg[k] for k in ('rpn', 'rcnn')}
+    snapshot = copy.deepcopy(before)
+    got = detect_large(model, cv2.imread(image), **BANDS)
+    assert model.test_cfg is before and model.test_cfg == snapshot
+    assert torch.equal(got.labels, want.labels)
+    torch.testing.assert_close(got.scores, want.scores, rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(got.bboxes, want.bboxes, rtol=1e-4, atol=1e-3)
+    same = [(mask_util.decode(a) == mask_util.decode(b)).mean()
+            for a, b in zip(got.masks, want.masks)]
+    assert len(same) == len(want) and np.mean(same) >= 0.999
+
+
 @pytest.mark.parametrize('top,left,h,w', [(0, 0, 5, 4), (3, 2, 6, 9), (10, 21, 6, 3),
                                           (0, 0, 16, 24), (7, 5, 0, 0), (15, 23, 1, 1)])
 def test_column_strip_rle_is_pycocotools_encoding(top, left, h, w):

@@ -18,7 +18,8 @@ from mmengine.config import Config, ConfigDict
 
 from tests.streaming.helpers import randomise_bn
 from ufo_mm.engine.distributed import sync_bn_to_bn as no_sync_bn
-from ufo_mm.streaming.predict import predict, segment_large, tensor_source
+from ufo_mm.streaming.inputs import tensor_source
+from ufo_mm.streaming.predict import predict, segment_large
 
 REPO = __import__('pathlib').Path(__file__).resolve().parents[2]
 UPERNET = REPO / 'configs/ufo_vit/upernet/upernet_ufo-vit-s12-p16_8xb2-160k_ade20k-512x512.py'
@@ -172,7 +173,7 @@ def test_compact_token_storage_is_close(image, name):
     """Tokens stored in 16 bits (the largest images' memory halved): the
     labels still agree on nearly every pixel, the logits within 16-bit
     rounding of whole-image's."""
-    from ufo_mm.streaming.predict import token_dtype
+    from ufo_mm.streaming.inputs import token_dtype
     model = build(small_cfg(UPERNET))
     meta = dict(ori_shape=HW, img_shape=HW, pad_shape=HW)
     with torch.no_grad():
@@ -281,7 +282,8 @@ def test_tokens_spilled_to_disk_give_the_same_labels(image, tmp_path, monkeypatc
     needs is refused, naming the minimum."""
     from ufo_mm.analysis import process_stats
     from ufo_mm.streaming.backbone import StreamedUFOViT
-    from ufo_mm.streaming.predict import head_band_bytes, token_dtype
+    from ufo_mm.streaming.inputs import token_dtype
+    from ufo_mm.streaming.predict import head_band_bytes
     model = build(small_cfg(UPERNET))
     meta = dict(ori_shape=HW, img_shape=HW, pad_shape=HW)
     kw = dict(with_logits=True, token_dtype=token_dtype(dtype), **BANDS)

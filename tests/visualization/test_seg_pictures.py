@@ -1,22 +1,12 @@
-"""ufo_mm.visualization.seg_pictures: colouring, label loading and the side-by-side layout."""
+"""ufo_mm.visualization.seg_pictures: label loading and the side-by-side layout."""
 import cv2
 import numpy as np
 import pytest
 
-from ufo_mm.visualization.seg_pictures import (IGNORE_COLOUR, colour_labels, load_label, side_by_side,
-                                 split_files)
+from ufo_mm.visualization.overlays import colour_labels
+from ufo_mm.visualization.seg_pictures import load_label, side_by_side, split_files
 
 PALETTE = [[255, 0, 0], [0, 255, 0], [0, 0, 255]]
-
-
-def test_colour_labels_maps_palette_and_blacks_out_ignored():
-    label = np.array([[0, 1], [2, 255]])
-    out = colour_labels(label, PALETTE)
-    assert out.dtype == np.uint8 and out.shape == (2, 2, 3)
-    assert out[0, 0].tolist() == PALETTE[0] and out[1, 0].tolist() == PALETTE[2]
-    assert out[1, 1].tolist() == list(IGNORE_COLOUR)
-    # a label the palette does not cover is not given a neighbour's colour
-    assert colour_labels(np.array([[7]]), PALETTE)[0, 0].tolist() == list(IGNORE_COLOUR)
 
 
 def test_load_label_reduce_zero_label_like_mmseg(tmp_path):

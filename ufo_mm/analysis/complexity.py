@@ -110,7 +110,7 @@ def build_backbone(arch: str, attn_type: str = 'ufo'):
 def full_model_inputs(model, scope: str, H: int, W: int):
     """``(inputs,)`` and a tensor-mode forward (what mmdet's/mmseg's get_flops
     trace: backbone, neck and heads, no post-processing)."""
-    from ufo_mm.apis.builder import blank_data_sample
+    from ufo_mm.builder import blank_data_sample
     sample = blank_data_sample(scope, H, W)
     model.forward = partial(model.forward, data_samples=[sample], mode='tensor')
     return (torch.randn(1, 3, H, W),)
@@ -142,7 +142,7 @@ def analysis_target(model: str, shape: Tuple[int, int], attn_type: str = 'ufo',
                 f'UFOViT {model} attn_type={attn_type}')
     if not osp.exists(model):
         raise FileNotFoundError(f'config not found: {model}')
-    from ufo_mm.apis.builder import build_model, library_of
+    from ufo_mm.builder import build_model, library_of
     built = build_model(model, cfg_options=cfg_options)
     what = osp.basename(model) + (' (backbone)' if backbone_only else '')
     if backbone_only:

@@ -21,13 +21,13 @@ STAGES = ('patch embed + pos', 'blocks', 'adapters', 'total')
 def timed_stages(model: UFOViT, x: torch.Tensor) -> List[float]:
     """Seconds of each of :data:`STAGES` for one forward; the same computation
     as ``model(x)`` (checked against it in the tests)."""
-    route = model.stages(x)  # the fast route in CPU inference, as model(x) takes
+    k = model.kernels_for(x)  # the fast route's in CPU inference, as model(x) takes
     t = [time.perf_counter()]
-    tokens, (B, C, Hp, Wp) = route.embed(x)
+    tokens, (B, C, Hp, Wp) = model.embed(x, k)
     t.append(time.perf_counter())
-    feats = route.forward_blocks(tokens, B, C, Hp, Wp)
+    feats = model.forward_blocks(tokens, B, C, Hp, Wp, kernels=k)
     t.append(time.perf_counter())
-    outs = route.forward_pyramid(feats, x.shape[-2:])
+    outs = model.forward_pyramid(feats, x.shape[-2:], k)
     t.append(time.perf_counter())
     del outs
     return [b - a for a, b in zip(t, t[1:])] + [t[-1] - t[0]]

@@ -9,7 +9,7 @@ for a segmentor::
                              max_ram_gb=4)
 
 - The image is read band by band as the model needs its rows
-  (:func:`ufo_mm.streaming.predict.raster_source`); a PNG or JPEG was
+  (:func:`ufo_mm.streaming.inputs.raster_source`); a PNG or JPEG was
   decoded whole when opened (``RasterSource.decoded_whole``).
 - The labels go band by band to a tiled, compressed (Geo)TIFF
   (:class:`ufo_mm.io.rasters.LabelWriter`, the input's georeference copied)
@@ -17,8 +17,9 @@ for a segmentor::
   written at the end. Either is written under a temporary name and renamed
   when complete: after an error nothing is left under ``labels_path``.
 - The overlay is made from a small label map kept at the picture's size
-  while the bands pass (:class:`.large_image.LabelThumbnail`) and the image
-  shrunk band by band as it is read again (:func:`.large_image.shrink_rows`).
+  while the bands pass (:class:`ufo_mm.visualization.overlays.LabelThumbnail`)
+  and the image shrunk band by band as it is read again
+  (:func:`ufo_mm.visualization.overlays.shrink_rows`).
 - ``max_ram_gb``: the token tensors go to files in ``scratch_dir`` when they
   do not fit the budget (see :func:`ufo_mm.streaming.predict.predict`).
 """
@@ -28,8 +29,9 @@ from typing import Callable, Optional, Sequence
 
 import numpy as np
 
-from .large_image import (LabelThumbnail, default_palette, overlay_size, shrink_rows,
-                          write_labels, write_small_overlay)
+from ufo_mm.io.images import write_labels
+from ufo_mm.visualization.overlays import (LabelThumbnail, default_palette, overlay_size,
+                                           shrink_rows, write_small_overlay)
 
 #: ``labels_format`` names and their suffixes
 LABEL_FORMATS = {'png': '.png', 'tif': '.tif'}

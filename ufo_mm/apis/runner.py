@@ -6,7 +6,7 @@ import os.path as osp
 
 from mmengine.config import Config, DictAction
 
-from .builder import load_config
+from ufo_mm.builder import load_config
 
 
 def add_common_args(parser):

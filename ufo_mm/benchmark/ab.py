@@ -1,19 +1,21 @@
 """A/B timing of the UFOViT backbone between two checkouts of ufo-mm, interleaved.
 
 One worker process per checkout (each imports ``ufo_mm`` from its own tree),
-both alive for the whole run: after a warm-up, every round times one forward
-of A, then of B (the order alternates round by round), at each input size.
-A slow phase of a shared machine then falls on both alike. Used to check that
-a refactoring keeps the speed (``tools/benchmark_ab.py``).
+both alive for the whole run (:class:`ufo_mm.benchmark.harness.Worker`: a
+JSON line per forward, watched): after a warm-up, every round times one
+forward of A, then of B (the order alternates round by round), at each input
+size. A slow phase of a shared machine then falls on both alike. Used to
+check that a refactoring keeps the speed (``tools/benchmark_ab.py``).
 """
-import json
 import os
 import statistics
-import subprocess
 import sys
-from typing import Dict, List, Sequence
+from typing import Dict, List, Optional, Sequence
 
-# Runs inside each worker; only uses what every version of ufo-mm has.
+from .harness import Worker
+
+# Runs inside each worker; only uses what every version of ufo-mm has (so not
+# the harness: the worker of an older checkout imports that checkout).
 WORKER = r'''
 import json, sys, time
 import torch
@@ -34,38 +36,28 @@ for line in sys.stdin:
 '''
 
 
-class Worker:
-    """A process that times forwards of one checkout's UFOViT on request."""
+class CheckoutWorker(Worker):
+    """A process that times forwards of one checkout's UFOViT on request;
+    ``where``: the ``ufo_mm`` it imported. ``timeout_s``: the longest a
+    forward may take (None: no limit)."""
 
-    def __init__(self, tree: str, arch: str, threads: int):
-        env = dict(os.environ, PYTHONPATH=os.path.abspath(tree),
-                   OMP_NUM_THREADS=str(threads))
-        self.proc = subprocess.Popen([sys.executable, '-c', WORKER, arch, str(threads)],
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-                                     env=env, cwd=os.path.abspath(tree))
-        self.where = self._read()['ufo_mm']
-
-    def _read(self) -> dict:
-        line = self.proc.stdout.readline()
-        if not line:
-            raise RuntimeError(f'benchmark worker exited ({self.proc.wait()})')
-        return json.loads(line)
+    def __init__(self, tree: str, arch: str, threads: int, timeout_s: Optional[float] = None):
+        tree = os.path.abspath(tree)
+        super().__init__([sys.executable, '-c', WORKER, arch, str(threads)],
+                         env=dict(os.environ, PYTHONPATH=tree, OMP_NUM_THREADS=str(threads)),
+                         cwd=tree, timeout_s=timeout_s)
+        self.where = self.receive()['ufo_mm']
 
     def forward_ms(self, side: int) -> float:
-        self.proc.stdin.write(f'{side}\n')
-        self.proc.stdin.flush()
-        return self._read()['ms']
-
-    def close(self):
-        self.proc.stdin.close()
-        self.proc.wait()
+        return self.request(str(side))['ms']
 
 
 def compare(tree_a: str, tree_b: str, sizes: Sequence[int], rounds: int = 5,
             arch: str = 'small_12_p16', threads: int = 2) -> Dict[int, Dict[str, List[float]]]:
     """{side: {'a': [ms per round], 'b': [...]}}: forwards of the two trees'
     backbones, one warm-up each, then ``rounds`` interleaved rounds."""
-    workers = {'a': Worker(tree_a, arch, threads), 'b': Worker(tree_b, arch, threads)}
+    workers = {'a': CheckoutWorker(tree_a, arch, threads),
+               'b': CheckoutWorker(tree_b, arch, threads)}
     try:
         times = {s: {'a': [], 'b': []} for s in sizes}
         for s in sizes:

@@ -55,7 +55,8 @@ import torch
 import torch.nn as nn
 
 from ..devices import DeviceError, resolve_device
-from .measure import error_status, time_stats
+from .harness import error_status
+from .measure import time_stats
 
 REFERENCE = 'ufo_s12'
 PRECISIONS = ('fp32', 'tf32', 'bf16', 'fp16')

@@ -28,7 +28,6 @@ import csv
 import gc
 import json
 import math
-import resource
 import time
 from pathlib import Path
 from typing import List, Optional
@@ -36,7 +35,9 @@ from typing import List, Optional
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parents[2]
+from ufo_mm.analysis.process_stats import peak_rss_bytes
+
+from .harness import ROOT
 CONFIGS = {
     'upernet_s12': ('UperNet UFO-S12/16',
                     'configs/ufo_vit/upernet/upernet_ufo-vit-s12-p16_8xb2-160k_ade20k-512x512.py'),
@@ -53,7 +54,7 @@ def build_segmentor(name: str, device: torch.device):
     statistics, eval mode, on ``device``."""
     from mmengine.config import Config
 
-    from ufo_mm.apis.builder import build_model
+    from ufo_mm.builder import build_model
     cfg = Config.fromfile(str(ROOT / CONFIGS[name][1]))
     cfg.model.pretrained = None
     cfg.model.backbone.pop('init_cfg', None)
@@ -85,7 +86,7 @@ def random_image(side: int, seed: int = 0, tile: int = 1024) -> np.ndarray:
 
 def whole_labels(model, image: np.ndarray) -> np.ndarray:
     """mmseg's whole mode on the GPU: upload, normalise, inference, argmax, labels back."""
-    from ufo_mm.streaming.predict import array_source
+    from ufo_mm.streaming.inputs import array_source
     device = next(model.parameters()).device
     node, padded = array_source(image, model.data_preprocessor, device)
     inputs = node.compute(0, padded[0])
@@ -120,14 +121,13 @@ def timed(fn, device):
     return out, start.elapsed_time(end) / 1000
 
 
-def peak_rss_gb() -> float:
-    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2)
-
-
-def run_case(model, image, method: str, precision: str, token_dtype: Optional[str],
-             token_device: str, device) -> dict:
+def segment_timed(model, image, method: str, precision: str, token_dtype: Optional[str],
+                  token_device: str, device) -> dict:
+    """One segmentation of ``image`` by ``method`` ('whole' or 'stream') at
+    ``precision``: dict of the labels, seconds (CUDA events), token_place and
+    peak_device_gb."""
     from ufo_mm.streaming import segment_large
-    from ufo_mm.streaming.predict import token_dtype as dtype_of
+    from ufo_mm.streaming.inputs import token_dtype as dtype_of
     tf32, ctx = precision_context(precision)
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = tf32
     torch.cuda.empty_cache()
@@ -156,7 +156,8 @@ def run(models: List[str], sides: List[int], methods: List[str], precisions: Lis
         warm = random_image(min(sides))
         for precision in precisions:  # warm-up: kernels, cuDNN, allocator
             for method in methods:
-                run_case(model, warm, method, precision, token_dtype, token_device, device)
+                segment_timed(model, warm, method, precision, token_dtype, token_device,
+                              device)
         for precision in precisions:
             last = {}  # method -> (pixels, seconds) of its last case that ran
             failed = set()
@@ -180,8 +181,8 @@ def run(models: List[str], sides: List[int], methods: List[str], precisions: Lis
                         row['status'] = f'skipped (about {guess:.0f} s, {left:.0f} s left)'
                     else:
                         try:
-                            out = run_case(model, image, method, precision, token_dtype,
-                                           token_device, device)
+                            out = segment_timed(model, image, method, precision,
+                                                token_dtype, token_device, device)
                             labels[method] = out.pop('labels')
                             row.update(out, status='ok', seconds=round(out['seconds'], 3),
                                        mpx_per_s=round(side * side / 1e6 / out['seconds'], 2))
@@ -191,7 +192,7 @@ def run(models: List[str], sides: List[int], methods: List[str], precisions: Lis
                             failed.add(method)
                         gc.collect()
                         torch.cuda.empty_cache()
-                    row['peak_rss_gb'] = peak_rss_gb()
+                    row['peak_rss_gb'] = round(peak_rss_bytes() / 2**30, 2)
                     rows.append(row)
                     log(json.dumps({k: row.get(k) for k in FIELDS if k not in ('gpu', 'torch')}))
                 if len(labels) == 2:

@@ -2,9 +2,9 @@
 Mask R-CNN against mmdet's sliced large-image inference; time, peak memory,
 bbox and segm mAP.
 
-Methods (each case in its own process, measured as the segmentation
-benchmark :mod:`ufo_mm.benchmark.large_image` measures: wall and CPU seconds,
-the process's peak resident set, a memory watchdog):
+Methods (each case in its own process, by :mod:`ufo_mm.benchmark.harness`
+as the segmentation benchmark :mod:`ufo_mm.benchmark.large_image`'s: wall
+and CPU seconds, the process's peak resident set, a memory watchdog):
 
 - ``stream``: the scene in one pass through ``StreamingMaskRCNN`` (test mode
   ``'stream'``, masks as RLE), fed at its own size
@@ -43,9 +43,11 @@ from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .large_image import case_main, measure_call, run
+from . import harness
+from .harness import measure_call
 
 METHODS = ('stream', 'sliced', 'whole')
+#: the case module the children run (its :func:`run_case`)
 CASE_MODULE = 'ufo_mm.benchmark.large_detection'
 #: what a case runs with unless told (``tools/benchmark_large_det.py``'s defaults)
 OPTIONS = dict(fraction=0.25, seed=0, max_dets=3000, rpn_nms_pre=None, rpn_max_per_img=None,
@@ -91,8 +93,8 @@ def check_options(methods: Sequence[str], sides: Sequence[int], threads: int = 1
                              ) from None
 
 
-def plan(methods: Sequence[str], sides: Sequence[int], threads: int, config: str,
-         checkpoint: str, **options) -> List[dict]:
+def plan_cases(methods: Sequence[str], sides: Sequence[int], threads: int, config: str,
+               checkpoint: str, **options) -> List[dict]:
     """One case per method and side (sides ascending, so a method's larger
     sides are skipped once it failed), each carrying every option it runs with."""
     opts = dict(OPTIONS, **options)
@@ -211,7 +213,7 @@ def detect_streamed(model, image_bgr: np.ndarray, case: dict):
     image band by band (no float copy of the scene either)."""
     from ufo_mm.streaming.backbone import TOKENS_PER_BAND
     from ufo_mm.streaming.detector import detect_large
-    from ufo_mm.streaming.predict import token_dtype
+    from ufo_mm.streaming.inputs import token_dtype
     return detect_large(model, image_bgr, band_rows=case['band_rows'],
                         tokens_per_band=case['tokens_per_band'] or TOKENS_PER_BAND,
                         token_dtype=token_dtype(case['token_dtype']))
@@ -224,7 +226,7 @@ def run_case(case: dict) -> dict:
     from mmdet.apis import inference_detector
     from mmengine.dataset import Compose
 
-    from ufo_mm.apis.builder import build_model, load_config
+    from ufo_mm.builder import build_model, load_config
     from ufo_mm.evaluation.highres import load_input
     from ufo_mm.evaluation.metrics import coco_detections, coco_eval
 
@@ -261,8 +263,11 @@ def run_case(case: dict) -> dict:
 
 def run_cases(cases: List[dict], mem_limit_gb: float, timeout_s: float,
               log=print) -> List[dict]:
-    """Each case in its own watched process (:func:`ufo_mm.benchmark.large_image.run`)."""
-    return run(cases, mem_limit_gb, timeout_s, log=log, module=CASE_MODULE)
+    """Each case in its own watched process, in order
+    (:func:`ufo_mm.benchmark.harness.run_cases`); a method's larger sides are
+    skipped once it failed."""
+    return harness.run_cases(CASE_MODULE, cases, mem_limit_gb, timeout_s,
+                             series=lambda c: c['method'], log=log)
 
 
 def markdown(rows: List[dict]) -> str:
@@ -288,7 +293,3 @@ def write_outputs(rows: List[dict], out_dir: str, title: str) -> None:
         json.dump(rows, f, indent=1)
     with open(osp.join(out_dir, 'large_detection.md'), 'w') as f:
         f.write(f'{title}\n\n{markdown(rows)}\n')
-
-
-if __name__ == '__main__':
-    case_main(run_case)

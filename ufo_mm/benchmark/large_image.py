@@ -2,27 +2,25 @@
 streamed UFO-ViT (:mod:`ufo_mm.streaming`), the same model whole-image and in
 mmseg's slide mode, Swin-T UperNet whole and slide.
 
-Each case runs in its own Python process (``python -m
-ufo_mm.benchmark.large_image --case JSON``), so its peak resident set
-(``ru_maxrss``: everything the process held, imports and weights included)
-belongs to that case alone. The parent watches each child's resident set
-and stops it past ``mem_limit_gb`` (reported as 'out of memory'), and skips a
-method's larger sides once it failed at a smaller one. Random weights and a
-random image: time and memory do not depend on the values.
+Each case runs in a fresh Python process of its own
+(:mod:`ufo_mm.benchmark.harness`, which runs :func:`run_case` there), so its
+peak resident set (``ru_maxrss``: everything the process held, imports and
+weights included) belongs to that case alone. The parent watches each
+child's resident set and stops it past ``mem_limit_gb`` (reported as 'out of
+memory'), and skips a method's larger sides once it failed at a smaller one.
+Random weights and a random image: time and memory do not depend on the
+values.
 """
-import argparse
 import json
 import os
 import os.path as osp
-import subprocess
-import sys
-import tempfile
-import time
 from typing import Dict, List, Optional
 
-ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+from . import harness
+from .harness import measure_call
 
-MODELS = {
+#: name -> the segmentor's label and config (``streams=False``: no streamed case)
+SEGMENTORS = {
     'upernet_ufo_s12': dict(
         label='UperNet UFO-ViT-S12/16',
         config='configs/ufo_vit/upernet/upernet_ufo-vit-s12-p16_8xb2-160k_ade20k-512x512.py'),
@@ -36,41 +34,20 @@ MODELS = {
 }
 METHODS = ('stream', 'whole', 'slide')
 SLIDE = dict(crop_size=(512, 512), stride=(341, 341))
-#: the module whose ``run_case`` a child process runs (``python -m``)
+#: the case module the children run (its :func:`run_case`)
 CASE_MODULE = 'ufo_mm.benchmark.large_image'
 
 
 def build_segmentor(name: str):
     """The named segmentor (random weights, eval mode, BN for SyncBN; the
     project's configs build StreamingEncoderDecoder)."""
-    from ufo_mm.apis.builder import build_model
-    cfg_path = MODELS[name]['config']
+    from ufo_mm.builder import build_model
+    cfg_path = SEGMENTORS[name]['config']
     if cfg_path.startswith('mmseg::'):  # a config shipped inside mmseg's wheel
         import mmseg
         cfg_path = osp.join(osp.dirname(mmseg.__file__), '.mim', 'configs',
                             cfg_path[len('mmseg::'):])
-    return build_model(cfg_path if osp.isabs(cfg_path) else osp.join(ROOT, cfg_path))
-
-
-def cpu_seconds() -> float:
-    """CPU time (user + system) this process has used, all threads."""
-    import resource
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
-
-
-def measure_call(fn):
-    """``fn()`` timed: (its result, dict of wall ``seconds``, ``cpu_seconds``,
-    the process's ``peak_rss_gb`` when it returned and ``ready_rss_gb``, the
-    resident set before it began)."""
-    from ufo_mm.analysis.process_stats import peak_rss_bytes, rss_bytes
-    rss_ready = rss_bytes()
-    t0, cpu0 = time.perf_counter(), cpu_seconds()
-    result = fn()
-    seconds, cpu = time.perf_counter() - t0, cpu_seconds() - cpu0
-    return result, dict(seconds=round(seconds, 2), cpu_seconds=round(cpu, 1),
-                        peak_rss_gb=round(peak_rss_bytes() / 2**30, 3),
-                        ready_rss_gb=round(rss_ready / 2**30, 3))
+    return build_model(cfg_path if osp.isabs(cfg_path) else osp.join(harness.ROOT, cfg_path))
 
 
 def run_case(case: dict) -> dict:
@@ -102,69 +79,25 @@ def run_case(case: dict) -> dict:
     return dict(case, status='ok', **measured)
 
 
-def run_isolated(case: dict, mem_limit_gb: float, timeout_s: float,
-                 module: str = CASE_MODULE) -> dict:
-    """``python -m MODULE --case JSON`` (its ``run_case`` through
-    :func:`case_main`) in a child process watched for memory and time; the
-    row it printed last, or ``case`` with the failure as its status."""
-    from ufo_mm.analysis.process_stats import rss_bytes
-    env = dict(os.environ, OMP_NUM_THREADS=str(case['threads']),
-               MKL_NUM_THREADS=str(case['threads']))
-    cmd = [sys.executable, '-m', module, '--case', json.dumps(case)]
-    # output to files, not pipes: a child's chatter past a pipe's buffer would block it
-    with tempfile.TemporaryFile('w+') as out, tempfile.TemporaryFile('w+') as err:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=err, text=True, env=env, cwd=ROOT)
-        t0, peak, status = time.time(), 0, None
-        while proc.poll() is None:
-            rss = rss_bytes(proc.pid)
-            peak = max(peak, rss)
-            if rss > mem_limit_gb * 2**30:
-                status = f'out of memory (> {mem_limit_gb:g} GiB)'
-            elif time.time() - t0 > timeout_s:
-                status = f'timeout (> {timeout_s:.0f} s)'
-            if status:
-                proc.kill()
-                proc.wait()
-                return dict(case, status=status, peak_rss_gb=round(peak / 2**30, 3))
-            time.sleep(0.2)
-        out.seek(0)
-        err.seek(0)
-        out, err = out.read(), err.read()
-    if proc.returncode != 0:
-        last = (err.strip().splitlines() or ['?'])[-1]
-        status = 'out of memory' if 'memory' in last.lower() or proc.returncode == -9 else \
-            f'error: {last[:200]}'
-        return dict(case, status=status, peak_rss_gb=round(peak / 2**30, 3))
-    return json.loads(out.strip().splitlines()[-1])
-
-
-def plan(models: List[str], methods: List[str], sides: List[int], threads: int) -> List[dict]:
+def plan_cases(models: List[str], methods: List[str], sides: List[int],
+               threads: int) -> List[dict]:
     """The cases in order: per model, per method, the sides from small to
     large; no 'stream' for a model that cannot be streamed (Swin-T)."""
     return [dict(model=m, method=meth, side=s, threads=threads)
             for m in models for meth in methods for s in sorted(sides)
-            if meth != 'stream' or MODELS[m].get('streams', True)]
+            if meth != 'stream' or SEGMENTORS[m].get('streams', True)]
 
 
-def run(cases: List[dict], mem_limit_gb: float, timeout_s: float,
-        log=print, module: str = CASE_MODULE) -> List[dict]:
-    """Run the cases in order, each by ``module`` in its own process, skipping
-    a (model, method)'s larger sides once it failed."""
-    rows, failed = [], set()
-    for case in cases:
-        key = (case.get('model'), case['method'])
-        if key in failed:
-            rows.append(dict(case, status='skipped (failed at a smaller side)'))
-            continue
-        row = run_isolated(case, mem_limit_gb, timeout_s, module=module)
-        if row['status'] != 'ok':
-            failed.add(key)
-        rows.append(row)
-        log(json.dumps(row))
-    return rows
+def run_cases(cases: List[dict], mem_limit_gb: float, timeout_s: float,
+              log=print) -> List[dict]:
+    """Each case in its own watched process, in order
+    (:func:`ufo_mm.benchmark.harness.run_cases`); a (model, method)'s larger
+    sides are skipped once it failed."""
+    return harness.run_cases(CASE_MODULE, cases, mem_limit_gb, timeout_s,
+                             series=lambda c: (c['model'], c['method']), log=log)
 
 
-def add_ratios(rows: List[dict], reference_side: Optional[int] = None) -> None:
+def add_per_pixel_ratios(rows: List[dict], reference_side: Optional[int] = None) -> None:
     """``s_per_mpx`` of each row, and ``per_px_vs_whole``: its time per pixel
     over the same model's whole-image time per pixel at ``reference_side``
     (default: the largest side whole-image ran at)."""
@@ -188,7 +121,7 @@ def markdown(rows: List[dict]) -> str:
     lines = ['| model | method | side | seconds | CPU seconds | s / Mpx | peak RSS (GiB) | '
              'per pixel vs whole (wall; CPU) |', '|---|---|---|---|---|---|---|---|']
     for r in rows:
-        label = MODELS[r['model']]['label']
+        label = SEGMENTORS[r['model']]['label']
         if r['status'] != 'ok':
             lines.append(f"| {label} | {r['method']} | {r['side']} | {r['status']} | | | "
                          f"{r.get('peak_rss_gb', '')} | |")
@@ -215,7 +148,7 @@ def plot(rows: List[dict], path: str, title: str) -> None:
             series.setdefault((r['model'], r['method']), []).append(r)
     for (model, method), rs in sorted(series.items()):
         rs = sorted(rs, key=lambda r: r['side'])
-        label = f"{MODELS[model]['label']}, {method}"
+        label = f"{SEGMENTORS[model]['label']}, {method}"
         style = '-o' if method == 'stream' else ('--s' if method == 'whole' else ':^')
         axes[0].plot([r['side'] for r in rs], [r['peak_rss_gb'] for r in rs], style, label=label)
         axes[1].plot([r['side'] for r in rs], [r['seconds'] for r in rs], style, label=label)
@@ -225,7 +158,7 @@ def plot(rows: List[dict], path: str, title: str) -> None:
                 r.get('peak_rss_gb'):
             k = failed_at[r['side']] = failed_at.get(r['side'], -1) + 1
             axes[0].plot([r['side']], [r['peak_rss_gb']], 'kx', markersize=9)
-            axes[0].annotate(f"{MODELS[r['model']]['label']}, {r['method']}: {r['status'][:24]}",
+            axes[0].annotate(f"{SEGMENTORS[r['model']]['label']}, {r['method']}: {r['status'][:24]}",
                              (r['side'], r['peak_rss_gb']), fontsize=6, ha='right',
                              xytext=(-6, -10 - 8 * k), textcoords='offset points')
     from matplotlib.ticker import ScalarFormatter
@@ -245,21 +178,9 @@ def plot(rows: List[dict], path: str, title: str) -> None:
 
 def write_outputs(rows: List[dict], out_dir: str, title: str) -> None:
     os.makedirs(out_dir, exist_ok=True)
-    add_ratios(rows)
+    add_per_pixel_ratios(rows)
     with open(osp.join(out_dir, 'large_image.json'), 'w') as f:
         json.dump(rows, f, indent=1)
     with open(osp.join(out_dir, 'large_image.md'), 'w') as f:
         f.write(f'{title}\n\n{markdown(rows)}\n')
     plot(rows, osp.join(out_dir, 'large_image.png'), title)
-
-
-def case_main(run_case) -> None:
-    """A child process's entry: ``run_case`` of ``--case JSON``, its row
-    printed as the last line (what :func:`run_isolated` reads)."""
-    parser = argparse.ArgumentParser(description='one case of a large-image benchmark')
-    parser.add_argument('--case', required=True, help='JSON of the case')
-    print(json.dumps(run_case(json.loads(parser.parse_args().case))))
-
-
-if __name__ == '__main__':
-    case_main(run_case)

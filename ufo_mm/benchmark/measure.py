@@ -1,6 +1,8 @@
-"""One benchmark case inside the process that runs it: build, warm up, time,
-read the memory high-water mark; a group of cases timed interleaved; the
-reference GEMM. Each returns a dict of measurements (``status='ok'``)."""
+"""The CPU benchmark's case module (:mod:`ufo_mm.benchmark.harness` runs
+:func:`run_case` in a child process): one case inside the process that runs
+it: build, warm up, time, read the memory high-water mark; a group of cases
+timed interleaved; the reference GEMM. Each returns a dict of measurements
+(``status='ok'``)."""
 import contextlib
 import gc
 import os
@@ -9,6 +11,7 @@ import time
 
 from ufo_mm.analysis.process_stats import cpu_jiffies, other_cpu_cores, peak_rss_bytes, rss_bytes
 
+from .harness import error_status
 from .zoo import build_step
 
 
@@ -52,11 +55,6 @@ def time_stats(times) -> dict:
                 repeats=len(times))
 
 
-def error_status(e: Exception) -> str:
-    """The row status of a case that raised ``e``."""
-    return f'error: {type(e).__name__}: {str(e)[:200]}'
-
-
 @contextlib.contextmanager
 def fresh_compile_cache(enabled: bool):
     """With ``enabled``: inductor's cache in a new directory, removed afterwards,
@@ -89,7 +87,8 @@ def precision_context(spec: dict):
 
 def run_case(spec: dict) -> dict:
     """Build, warm up and time one case (``zoo.build_step``) in this process;
-    returns the measurements. A compiled case's first call is ``compile_s``."""
+    returns the measurements. A compiled case's first call is ``compile_s``.
+    ``model='gemm'``: :func:`run_gemm`; ``model='group'``: :func:`run_group`."""
     import torch
     torch.set_num_threads(spec['threads'])
     if spec['model'] == 'gemm':

@@ -4,7 +4,7 @@ makes (:func:`build_step`): an inference on a (batch, 3, H, W) input, or a
 training step of a backbone, of the model or of ``torch.compile(model)``."""
 import os.path as osp
 
-ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+from .harness import ROOT
 
 # name -> how to build it and how its cost grows with the number of pixels P
 # (time_exp / mem_exp: cost ~ P ** exp; used only to decide what to skip).
@@ -113,7 +113,7 @@ def build_full_model(name: str):
     """Mask R-CNN or UperNet with a UFO-ViT-S12/16 backbone, random weights, eval mode."""
     from mmengine.config import Config
 
-    from ufo_mm.apis.builder import build_model
+    from ufo_mm.builder import build_model
     kind = MODELS[name]['kind']
     scope = 'mmdet' if kind == 'detector' else 'mmseg'
     return build_model(Config(dict(model=_full_model_cfg(kind), default_scope=scope)))
@@ -167,7 +167,7 @@ def make_forward(name: str, model, H: int, W: int, batch: int = 1):
     kind = MODELS[name]['kind']
     if kind == 'backbone':
         return lambda: model(x)
-    from ufo_mm.apis.builder import blank_data_sample
+    from ufo_mm.builder import blank_data_sample
     if kind == 'detector':
         sample = blank_data_sample('mmdet', H, W)
         return lambda: model.predict(x, [sample], rescale=True)

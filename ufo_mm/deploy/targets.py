@@ -46,7 +46,7 @@ def export_target(config_or_arch: str, checkpoint: Optional[str] = None,
         return build_backbone(config_or_arch, checkpoint), metadata
     if not osp.isfile(config_or_arch):
         raise FileNotFoundError(f'config {config_or_arch} not found')
-    from ufo_mm.apis.builder import build_model, library_of
+    from ufo_mm.builder import build_model, library_of
     model = build_model(config_or_arch, checkpoint)
     if checkpoint is None:
         model.init_weights()

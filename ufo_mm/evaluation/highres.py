@@ -25,7 +25,7 @@ from typing import List, Optional
 import numpy as np
 
 from ufo_mm.analysis.process_stats import peak_rss_bytes, rss_bytes
-from ufo_mm.apis.builder import build_model, library_of, load_config
+from ufo_mm.builder import build_model, library_of, load_config
 
 # the columns of the results table, in order (each shown when a row has it)
 TABLE_KEYS = ('input', 'height', 'width', 'seconds', 'peak_rss_mb', 'inference_peak_mb',

@@ -1,5 +1,8 @@
-"""Raster files read and written band by band: ``ufo_mm.io.rasters``.
+"""Files of images of any size and of their predictions: an image read whole
+and a label PNG written (``ufo_mm.io.images``), rasters read and written band
+by band (``ufo_mm.io.rasters``), detections as COCO-style JSON
+(``ufo_mm.io.detections``).
 
-Import the submodule; this package imports nothing itself (and nothing here
+Import the submodules; this package imports nothing itself (and nothing here
 imports torch).
 """

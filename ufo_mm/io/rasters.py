@@ -21,14 +21,14 @@ Reading (``tifffile``, with ``imagecodecs`` for the codecs):
   as tifffile lists them in ``TiffFile.series[0].levels``): level 0, the full
   resolution, unless ``level=N`` picks another.
 - PNG, JPEG and whatever else PIL opens: decoded whole by
-  :func:`ufo_mm.apis.large_image.read_image` (``RasterSource.decoded_whole``),
+  :func:`ufo_mm.io.images.read_image` (``RasterSource.decoded_whole``),
   then served band by band from memory.
 
 Pixels are converted as ``read_image`` converts them: grey to three channels,
 alpha dropped, palette to its colours, 16 bits to their high byte, RGB to BGR
 when asked. Anything else (floating point, more than four channels, CMYK, a
 codec ``imagecodecs`` lacks) raises :class:`RasterError` (an
-:class:`~ufo_mm.apis.large_image.ImageReadError`) naming the file, when the
+:class:`~ufo_mm.io.images.ImageReadError`) naming the file, when the
 file is opened; a truncated file too.
 
 Georeference: the GeoTIFF tags of the input (``RasterSource.profile``) are
@@ -57,7 +57,7 @@ from typing import Dict, Optional, Tuple, Union
 
 import numpy as np
 
-from ufo_mm.apis.large_image import TIFF_MAGIC, ImageReadError, _fill, read_image
+from .images import TIFF_MAGIC, ImageReadError, fill_rows, read_image
 
 PathLike = Union[str, os.PathLike]
 
@@ -286,7 +286,7 @@ class TiffRaster(RasterSource):
             self._decodeargs.update(jpegtables=page.jpegtables, jpegheader=page.jpegheader)
 
     def _converter(self, photometric):
-        """(h, W, S) stored samples -> what ``_fill`` converts (grey, grey +
+        """(h, W, S) stored samples -> what ``fill_rows`` converts (grey, grey +
         alpha, RGB(A) of bool, uint8 or uint16)."""
         from tifffile import PHOTOMETRIC
         if photometric == PHOTOMETRIC.PALETTE:  # colormap: (3, 2^bits) uint16
@@ -300,7 +300,7 @@ class TiffRaster(RasterSource):
     def _read_rows(self, a, b, out, bgr):
         src = self._stored_rows(a, b)
         convert = self._convert
-        return _fill(out, lambda r0, r1: convert(src[r0:r1]), bgr,
+        return fill_rows(out, lambda r0, r1: convert(src[r0:r1]), bgr,
                      self.dtype.itemsize * max(self.channels, 3))
 
     def _stored_rows(self, a: int, b: int) -> np.ndarray:

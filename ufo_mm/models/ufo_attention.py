@@ -16,6 +16,7 @@ from typing import Optional, Tuple
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 KV_NORM_DIMS = (-2, -1)
 
@@ -80,11 +81,34 @@ class QKVAttentionBase(nn.Module):
         self.proj = nn.Linear(dim, dim)
         self.proj_drop = nn.Dropout(proj_drop)
 
+    #: the attention mixes tokens only through a sum over them (UFO's k^T v):
+    #: computed band by band, it is the sum of the bands' (``ufo_mm.streaming``)
+    sums_over_tokens = False
+
+    def heads(self, t: torch.Tensor, n: int):
+        """(B, N, n * C) projections -> n tensors (B, h, N, d), views of ``t``."""
+        B, N, _ = t.shape
+        return t.reshape(B, N, n, self.num_heads, -1).permute(2, 0, 3, 1, 4).unbind(0)
+
+    def projection(self, part: str) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+        """Weight and bias of the queries ('q') or of the keys and values ('kv'):
+        rows [0, C) and [C, 3C) of the fused q/k/v projection."""
+        C = self.qkv.in_features
+        rows = slice(0, C) if part == 'q' else slice(C, 3 * C)
+        bias = self.qkv.bias
+        return self.qkv.weight[rows], None if bias is None else bias[rows]
+
     def split_heads(self, x: torch.Tensor):
         """(B, N, C) -> q, k, v, each a (B, h, N, d) view of one projection."""
-        B, N, C = x.shape
-        h = self.num_heads
-        return self.qkv(x).reshape(B, N, 3, h, C // h).permute(2, 0, 3, 1, 4).unbind(0)
+        return self.heads(self.qkv(x), 3)
+
+    def queries(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, N, C) -> q (B, h, N, d)."""
+        return self.heads(F.linear(x, *self.projection('q')), 1)[0]
+
+    def keys_and_values(self, x: torch.Tensor):
+        """(B, N, C) -> k, v, each (B, h, N, d)."""
+        return self.heads(F.linear(x, *self.projection('kv')), 2)
 
     def merge_heads(self, out: torch.Tensor) -> torch.Tensor:
         """(B, h, N, d) -> projected (B, N, C)."""
@@ -123,6 +147,8 @@ class UFOAttention(QKVAttentionBase):
     Shape:
         x: (B, N, C) -> (B, N, C).
     """
+    sums_over_tokens = True
+
     def __init__(self, dim: int, num_heads: int = 8, qkv_bias: bool = True,
                  attn_drop: float = 0., proj_drop: float = 0., kv_norm_dim: int = -2,
                  eps: float = 1e-6, seed_compat: bool = False):

@@ -12,10 +12,14 @@ This module knows nothing of mmdet, mmseg or mmpretrain; ``ufo_mm.registry``
 registers it.
 
 Every module's ``forward`` here is the model's math in a few lines: it is
-what training, autograd and export run, and the reference. CPU inference
-(no autograd, eval mode) takes the fast route of ``ufo_mm.models.fast``
-instead, chosen by one check in :meth:`UFOViT.stages`; the tests hold the two
-routes to the same result.
+what training, autograd and export run, and the reference. The block's
+residual steps are written once, in :class:`UFOBlock`; what computes each
+step's branch is a :class:`Kernels` object: the modules themselves
+(:data:`REFERENCE`), or in CPU inference (no autograd, eval mode) the fused
+kernels of ``ufo_mm.models.fast``, chosen by one check in
+:meth:`UFOViT.kernels_for`. The streamed route (``ufo_mm.streaming``)
+composes the same steps on bands of token rows. The tests hold every route
+to the reference's result.
 
 Memory layout: tokens are kept as (B, N, C) with N = H * W in row-major order,
 which is exactly the memory of an NHWC image. So the convolutions (patch
@@ -30,6 +34,7 @@ from typing import Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 import torch.utils.checkpoint as cp
 from mmcv.cnn import build_norm_layer
 from mmengine.model import BaseModule
@@ -75,10 +80,22 @@ class ConvPatchEmbed(nn.Module):
             layers.append(conv3x3_norm(chans[i], chans[i + 1], norm_cfg))
         self.proj = nn.Sequential(*layers)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def layers(self):
+        """The embedding as (conv, norm, act) steps, act a GELU or None."""
+        mods = list(self.proj)
+        for i, m in enumerate(mods):
+            if isinstance(m, nn.Sequential):
+                act = mods[i + 1] if i + 1 < len(mods) else None
+                yield m[0], m[1], act
+
+    def forward(self, x: torch.Tensor, kernels: Optional['Kernels'] = None) -> torch.Tensor:
+        k = kernels or REFERENCE
         # channels_last: oneDNN's fast convolution layout, and the output is then
         # already in token order, (B, C, H, W) -> (B, N, C) being a free view.
-        return self.proj(x.contiguous(memory_format=torch.channels_last))
+        x = x.contiguous(memory_format=torch.channels_last)
+        for conv, norm, act in self.layers():
+            x = k.conv(conv, norm, act, x)
+        return x
 
 
 class FourierPositionEncoding(nn.Module):
@@ -181,12 +198,68 @@ class DropPath(nn.Module):
         return x * mask / keep
 
 
+class Kernels:
+    """How the steps of the model are computed: here the modules' own math,
+    the reference (training, autograd, export, any device). The fast CPU route
+    (``ufo_mm.models.fast.CPUKernels``) computes the same steps with fused
+    oneDNN kernels. :class:`UFOBlock`, :class:`ConvPatchEmbed` and
+    ``ufo_mm.streaming`` compose the steps; they never compute one themselves.
+    Shapes: tokens (B, n, C); ``kv`` a (B, h, d, d) key-value matrix."""
+
+    def conv(self, conv: nn.Conv2d, norm: Optional[nn.Module], act: Optional[nn.Module],
+             x: torch.Tensor, padding=None) -> torch.Tensor:
+        """``act(norm(conv(x)))``; ``padding`` overrides the convolution's."""
+        if padding is None:
+            x = conv(x)
+        else:
+            x = F.conv2d(x, conv.weight, conv.bias, conv.stride, padding, conv.dilation,
+                         conv.groups)
+        x = x if norm is None else norm(x)
+        return x if act is None else act(x)
+
+    def key_values(self, attn: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        """k^T v of the tokens ``x`` (not normalised; float32 at least)."""
+        return attn.key_values(*attn.keys_and_values(x))
+
+    def attention(self, attn: nn.Module, x: torch.Tensor,
+                  kv: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Attention of the tokens ``x``: given ``kv``, XNorm(q) @ kv projected
+        (``x`` any of the tokens); without it, ``attn(x)`` (``x`` all of them)."""
+        if kv is None:
+            return attn(x)
+        return attn.merge_heads(attn.attend_normalised(attn.queries(x), kv))
+
+    def lpi(self, lpi: nn.Module, x: torch.Tensor, H: int, W: int) -> torch.Tensor:
+        return lpi(x, H, W)
+
+    def mlp(self, mlp: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        return mlp(x)
+
+    def adapt(self, adapter: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        """A pyramid adapter on a (B, C, H, W) map."""
+        # NCHW copies of the channels_last token views: the backward of the
+        # transposed convolutions is slower on channels_last (a S12/16
+        # training step 512x512 batch 1: 1.40 vs 1.60 s, AVX2 EPYC, 2 threads).
+        return adapter(x.contiguous())
+
+
+#: the modules' own math
+REFERENCE = Kernels()
+
+
 class UFOBlock(nn.Module):
     """x += ls1 * Attn(LN(x)); x += ls3 * LPI(LN(x)); x += ls2 * MLP(LN(x)).
 
     Parameter names follow XCiT (norm1/attn/gamma1, norm3/local_mp/gamma3,
     norm2/mlp/gamma2) so XCiT checkpoints map onto it.
     Shape: x (B, N, C), with the token grid (H, W) -> (B, N, C).
+
+    The three residual steps below are the block's math, written once. The
+    whole-image routes run :meth:`forward`; the streamed route
+    (``ufo_mm.streaming``) runs the same steps on bands of token rows, with
+    UFO attention's k^T v summed over all the bands first. ``kernels``
+    (:class:`Kernels`) computes each step's branch; ``in_place`` lets the
+    LPI and MLP steps write into the block's own new tensor (inference).
     """
 
     def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4., qkv_bias: bool = True,
@@ -206,15 +279,61 @@ class UFOBlock(nn.Module):
         self.gamma3 = nn.Parameter(layer_scale_init_value * torch.ones(dim))
         self.gamma2 = nn.Parameter(layer_scale_init_value * torch.ones(dim))
 
-    def forward(self, x: torch.Tensor, H: int, W: int) -> torch.Tensor:
-        x = self.residual(x, self.gamma1, self.attn(self.norm1(x)))
-        x = self.residual(x, self.gamma3, self.local_mp(self.norm3(x), H, W))
-        return self.residual(x, self.gamma2, self.mlp(self.norm2(x)))
+    def forward(self, x: torch.Tensor, H: int, W: int, kernels: Optional[Kernels] = None,
+                in_place: bool = False) -> torch.Tensor:
+        k = kernels or REFERENCE
+        h = self.norm1(x)
+        kv = None
+        if self.attn.sums_over_tokens:
+            kv = self.attn.normalise_kv(self.key_values(x, k, normed=h))
+        x = self.attention_residual(x, k, kv, normed=h)
+        del h
+        x = self.lpi_residual(x, k, W, in_place=in_place)
+        return self.mlp_residual(x, k, in_place=in_place)
 
-    def residual(self, x: torch.Tensor, gamma: torch.Tensor, branch: torch.Tensor):
-        """``x + drop_path(gamma * branch)``; one pass when no path is dropped."""
+    def key_values(self, x: torch.Tensor, kernels: Kernels,
+                   normed: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """UFO attention's k^T v of the tokens ``x`` (B, n, C), not yet
+        normalised: a sum over tokens, so that of all the tokens is the sum
+        of those of bands that cover them. ``normed``: LN1(x), if at hand."""
+        return kernels.key_values(self.attn, self.norm1(x) if normed is None else normed)
+
+    def attention_residual(self, x: torch.Tensor, kernels: Kernels,
+                           kv: Optional[torch.Tensor] = None,
+                           normed: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """x + gamma1 * Attn(LN1(x)), in a new tensor. With UFO attention
+        ``kv`` is XNorm(k^T v) of all the block's tokens and ``x`` any band of
+        them; with the other attentions ``kv`` is None and ``x`` all tokens.
+        ``normed``: LN1(x), if at hand."""
+        h = self.norm1(x) if normed is None else normed
+        return self.residual(x, self.gamma1, kernels.attention(self.attn, h, kv))
+
+    def lpi_residual(self, x: torch.Tensor, kernels: Kernels, W: int, halo=(0, 0),
+                     in_place: bool = False) -> torch.Tensor:
+        """x + gamma3 * LPI(LN3(x)) on ``x`` (B, R * W, C), R full token rows.
+        ``halo`` (top, bottom): that many first and last rows only feed the
+        two 3x3 convolutions of the others (2 each make them exact) and are
+        left out of the result, a new tensor then. The convolutions pad the
+        rows given with zeros, as the whole map's edges are."""
+        R = x.shape[1] // W
+        local = kernels.lpi(self.local_mp, self.norm3(x), R, W)
+        top, bottom = halo
+        if top or bottom:
+            x, local = (t[:, top * W:(R - bottom) * W] for t in (x, local))
+            in_place = False
+        return self.residual(x, self.gamma3, local, in_place)
+
+    def mlp_residual(self, x: torch.Tensor, kernels: Kernels,
+                     in_place: bool = False) -> torch.Tensor:
+        """x + gamma2 * MLP(LN2(x)), on any tokens."""
+        return self.residual(x, self.gamma2, kernels.mlp(self.mlp, self.norm2(x)), in_place)
+
+    def residual(self, x: torch.Tensor, gamma: torch.Tensor, branch: torch.Tensor,
+                 in_place: bool = False) -> torch.Tensor:
+        """``x + drop_path(gamma * branch)``; one pass when no path is dropped
+        (into ``x`` itself when ``in_place``)."""
         if self.drop_path.p == 0. or not self.training:
-            return torch.addcmul(x, gamma, branch)
+            return x.addcmul_(gamma, branch) if in_place else torch.addcmul(x, gamma, branch)
         return x + self.drop_path(gamma * branch)
 
 
@@ -408,20 +527,28 @@ class UFOViTTrunk(BaseModule):
         if self.check_finite and not torch.isfinite(x).all():
             raise ValueError(f'{name} input contains NaN or Inf values')
 
-    def embed(self, x: torch.Tensor):
+    def embed(self, x: torch.Tensor, kernels: Optional[Kernels] = None):
         """Images (B, in_channels, H, W) -> tokens (B, N, C) with the position
         encoding added, and the token grid's shape (B, C, Hp, Wp)."""
-        x = self.patch_embed(x)
+        x = self.patch_embed(x, kernels)
         B, C, Hp, Wp = x.shape
         x = x + self.pos_embed(x).to(x.dtype)
         return self.pos_drop(x.flatten(2).transpose(1, 2)), (B, C, Hp, Wp)
 
-    def run_block(self, blk: nn.Module, x: torch.Tensor, Hp: int, Wp: int) -> torch.Tensor:
+    def run_block(self, blk: nn.Module, x: torch.Tensor, Hp: int, Wp: int,
+                  kernels: Optional[Kernels] = None, in_place: bool = False) -> torch.Tensor:
         """One block on tokens (B, N, C), with activation checkpointing when
         ``with_cp`` asks for it (training, autograd)."""
         if self.with_cp and self.training and x.requires_grad:
             return cp.checkpoint(blk, x, Hp, Wp, use_reentrant=False)
-        return blk(x, Hp, Wp)
+        return blk(x, Hp, Wp, kernels, in_place)
+
+    def kernels_for(self, x: torch.Tensor) -> Kernels:
+        """The kernels that compute the model on ``x``: in CPU inference the
+        fast route's (:class:`ufo_mm.models.fast.CPUKernels`, same result),
+        otherwise the modules' own math. The one place that chooses."""
+        dtype = fast.route_dtype(self, x)
+        return REFERENCE if dtype is None else fast.CPUKernels(dtype)
 
 
 class UFOViT(UFOViTTrunk):
@@ -472,12 +599,16 @@ class UFOViT(UFOViTTrunk):
             self.fpn3 = nn.MaxPool2d(kernel_size=2, stride=2, ceil_mode=True)
             self.fpn4 = nn.MaxPool2d(kernel_size=4, stride=4, ceil_mode=True)
 
-    def forward_blocks(self, x: torch.Tensor, B: int, C: int, Hp: int, Wp: int) -> list:
+    def forward_blocks(self, x: torch.Tensor, B: int, C: int, Hp: int, Wp: int,
+                       kernels: Optional[Kernels] = None) -> list:
         """Tokens (B, N, C) through the blocks -> the outputs of the
-        ``out_indices`` blocks as (B, C, Hp, Wp) channels_last views."""
+        ``out_indices`` blocks as (B, C, Hp, Wp) channels_last views. Other
+        kernels than the reference's run in inference: each block's LPI and
+        MLP steps then go into its own new tensor, in place."""
         feats = []
+        in_place = kernels is not None and kernels is not REFERENCE
         for i, blk in enumerate(self.blocks):
-            x = self.run_block(blk, x, Hp, Wp)
+            x = self.run_block(blk, x, Hp, Wp, kernels, in_place)
             if i in self.out_indices:
                 # (B, C, Hp, Wp) channels_last view of the tokens, no copy
                 feats.append(x.reshape(B, Hp, Wp, C).permute(0, 3, 1, 2))
@@ -491,30 +622,22 @@ class UFOViT(UFOViTTrunk):
         # that truncates toward zero, so the -(-H // s) idiom would give floor.
         return [((H + s - 1) // s, (W + s - 1) // s) for s in (4, 8, 16, 32)]
 
-    def forward_pyramid(self, feats: Sequence[torch.Tensor], image_size) -> Tuple[torch.Tensor, ...]:
+    def forward_pyramid(self, feats: Sequence[torch.Tensor], image_size,
+                        kernels: Optional[Kernels] = None) -> Tuple[torch.Tensor, ...]:
         """The four block outputs -> maps at strides 4, 8, 16, 32 of an image
         of ``image_size`` (H, W): (B, C, ceil(H/s), ceil(W/s)), contiguous NCHW."""
+        k = kernels or REFERENCE
         sizes = self.pyramid_sizes(image_size)
         adapters = (self.fpn1, self.fpn2, self.fpn3, self.fpn4)
         # Contiguous NCHW: mmcv's CPU RoIAlign ignores strides, and on channels_last
         # maps it silently pools the wrong pixels (Mask R-CNN then cannot learn).
-        # The adapters get NCHW copies of the channels_last token views: the
-        # backward of the transposed convolutions is slower on channels_last (a
-        # S12/16 training step 512x512 batch 1: 1.40 vs 1.60 s, AVX2 EPYC, 2 threads).
-        return tuple(adapter(f.contiguous())[..., :h, :w].contiguous()
+        return tuple(k.adapt(adapter, f)[..., :h, :w].contiguous()
                      for adapter, f, (h, w) in zip(adapters, feats, sizes))
-
-    def stages(self, x: torch.Tensor):
-        """What runs the three stages (``embed``, ``forward_blocks``,
-        ``forward_pyramid``) on ``x``: this module, or in CPU inference the
-        fast route (:class:`ufo_mm.models.fast.CPUInference`) with the same
-        result. The one place that chooses."""
-        dtype = fast.route_dtype(self, x)
-        return self if dtype is None else fast.CPUInference(self, dtype)
 
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
         """(B, in_channels, H, W) -> 4 maps (B, C, ceil(H/s), ceil(W/s)), s = 4, 8, 16, 32."""
         self._check_input(x)
-        route = self.stages(x)
-        tokens, shape = route.embed(x)
-        return route.forward_pyramid(route.forward_blocks(tokens, *shape), x.shape[-2:])
+        k = self.kernels_for(x)
+        tokens, shape = self.embed(x, k)
+        return self.forward_pyramid(self.forward_blocks(tokens, *shape, kernels=k),
+                                    x.shape[-2:], k)

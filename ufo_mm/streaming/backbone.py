@@ -22,10 +22,10 @@ live in a :class:`.tokens.TokenStore`: on that device, or on a GPU's host
 (pinned) when they do not fit in its memory, or in files when they do not fit
 a memory budget (``token_device``, ``max_ram``).
 """
+from functools import partial
 from typing import Callable, List, Optional, Union
 
 import torch
-import torch.nn.functional as F
 
 from ..analysis import process_stats
 from ..models.ufo_vit import UFOViT
@@ -95,6 +95,9 @@ class StreamedUFOViT:
             temporary folder).
         head_band_bytes: working memory of one band of what follows the
             backbone (the heads), for the budget.
+        kernels: what computes the block's steps (``ufo_mm.models.ufo_vit.Kernels``);
+            None: those the whole-image forward takes on this device (the fast
+            CPU kernels in CPU inference).
 
     The bands are computed on the backbone's device (its parameters').
     """
@@ -103,7 +106,8 @@ class StreamedUFOViT:
                  tick: Optional[Callable[[], None]] = None,
                  token_dtype: Optional[torch.dtype] = None,
                  token_device: Union[str, torch.device, None] = None,
-                 max_ram: Optional[int] = None, scratch_dir=None, head_band_bytes: int = 0):
+                 max_ram: Optional[int] = None, scratch_dir=None, head_band_bytes: int = 0,
+                 kernels=None):
         if not isinstance(backbone, UFOViT):
             raise TypeError(f'streamed inference needs a UFOViT backbone, got '
                             f'{type(backbone).__name__}')
@@ -126,6 +130,9 @@ class StreamedUFOViT:
         self.token_dtype = token_dtype
         self.max_ram, self.scratch_dir = max_ram, scratch_dir
         self.head_band_bytes = head_band_bytes
+        self.kernels = kernels
+        #: the kept token tensors (B, N, C) of the last image, in the store
+        self.kept: list = []
 
     def token_bytes(self, image_size, batch: int = 1) -> int:
         """Bytes of the token tensors held at once: the four kept outputs and
@@ -178,6 +185,8 @@ class StreamedUFOViT:
                              band_bytes=m['band_bytes'], held_bytes=m['held_bytes'])
         self.store = TokenStore(self.device, place, self.token_dtype, self.scratch_dir,
                                 disk_bytes=token_bytes)
+        if self.kernels is None:  # those the whole-image forward would take
+            self.kernels = self.m.kernels_for(torch.empty(0, device=self.device))
         x, (Hp, Wp) = self.embed(image)
         feats = []
         for i, blk in enumerate(self.m.blocks):
@@ -185,6 +194,7 @@ class StreamedUFOViT:
             x = self.block(blk, x, Hp, Wp, in_place=not (feats and x is feats[-1]))
             if i in self.m.out_indices:
                 feats.append(x)
+        self.kept = feats
         return self.pyramid(feats, Hp, Wp, image.size)
 
     def close(self):
@@ -195,8 +205,10 @@ class StreamedUFOViT:
 
     def embed(self, image: bands.Node):
         """Tokens (B, Hp * Wp, C) with the position encoding added."""
-        m = self.m
-        emb = bands.module_node(m.patch_embed.proj, image)
+        m, k = self.m, self.kernels
+        emb = image
+        for conv, norm, act in m.patch_embed.layers():
+            emb = bands.Conv(conv, emb, kernel=partial(k.conv, conv, norm, act))
         Hp, Wp = emb.size
 
         def add_position(x, a, b):
@@ -215,54 +227,33 @@ class StreamedUFOViT:
 
     def block(self, blk, x: torch.Tensor, Hp: int, Wp: int, in_place: bool = False
               ) -> torch.Tensor:
-        """One block on tokens (B, N, C), in two passes; the result in a new
-        tensor, or in ``x`` itself (``in_place``). In place is safe because a
-        band's output rows are written after the rows of ``x`` they depend on
-        were read, and the band graph never reads a row of ``x`` twice (the
-        halo rows of the next band are held from this one)."""
-        attn, C = blk.attn, x.shape[-1]
-        h = attn.num_heads
-        R = self.band_rows(Wp)
-        w_q, w_kv = attn.qkv.weight[:C], attn.qkv.weight[C:]
-        b_q, b_kv = (None, None) if attn.qkv.bias is None else (attn.qkv.bias[:C],
-                                                                attn.qkv.bias[C:])
-        store = self.store
+        """One block (``UFOBlock``'s steps) on tokens (B, N, C), in two passes;
+        the result in a new tensor, or in ``x`` itself (``in_place``). In place
+        is safe because a band's output rows are written after the rows of
+        ``x`` they depend on were read, and the band graph never reads a row
+        of ``x`` twice (the halo rows of the next band are held from this
+        one)."""
+        k, store, R = self.kernels, self.store, self.band_rows(Wp)
         store.barrier()  # the reads below see the last pass's writes
-        # pass 1: k^T v over all tokens
+        # pass 1: k^T v, a sum over all tokens, band by band
         kv = None
         for a in range(0, Hp, R):
-            t = store.read(x, a * Wp, min(a + R, Hp) * Wp)
-            B, n, _ = t.shape
-            k, v = F.linear(blk.norm1(t), w_kv, b_kv).reshape(B, n, 2, h, C // h) \
-                .permute(2, 0, 3, 1, 4).unbind(0)
-            part = attn.key_values(k, v)
+            part = blk.key_values(store.read(x, a * Wp, min(a + R, Hp) * Wp).float(), k)
             kv = part if kv is None else kv.add_(part)
             self.tick()
-        kv = attn.normalise_kv(kv)
+        kv = blk.attn.normalise_kv(kv)
 
-        # pass 2, per band: attention residual, LPI (halo 2 rows), MLP
+        # pass 2, per band: the attention residual; then, with a halo of two
+        # token rows for the LPI's two 3x3 convolutions, the LPI and MLP ones
         def attention(rows):
-            t = _tokens(rows).float()
-            B, n, _ = t.shape
-            q = F.linear(blk.norm1(t), w_q, b_q).reshape(B, n, h, C // h).transpose(1, 2)
-            out = attn.merge_heads(attn.attend_normalised(q, kv))
-            return _grid(blk.residual(t, blk.gamma1, out), rows.shape[2], Wp)
+            return _grid(blk.attention_residual(_tokens(rows), k, kv), rows.shape[2], Wp)
 
-        def lpi_in(rows):
-            return _grid(blk.norm3(_tokens(rows)), rows.shape[2], Wp)
+        def lpi_mlp(rows, top, bottom):
+            t = blk.lpi_residual(_tokens(rows), k, Wp, halo=(top, bottom))
+            t = blk.mlp_residual(t, k, in_place=True)  # t is the step's own new tensor
+            return _grid(t, rows.shape[2] - top - bottom, Wp)
 
-        lpi = blk.local_mp
-        x_node = self.rows_of(x, Hp, Wp)
-        a_node = bands.Map(attention, x_node)
-        conv1 = bands.Conv(lpi.conv1, bands.Map(lpi_in, a_node),
-                           post=lambda y: lpi.bn(lpi.act(y)))
-        conv2 = bands.Conv(lpi.conv2, conv1)
-
-        def lpi_mlp(rows, local):
-            t = blk.residual(_tokens(rows), blk.gamma3, _tokens(local))
-            t = blk.residual(t, blk.gamma2, blk.mlp(blk.norm2(t)))
-            return _grid(t, rows.shape[2], Wp)
-        out_node = bands.Map(lpi_mlp, a_node, conv2)
+        out_node = bands.Window(lpi_mlp, bands.Map(attention, self.rows_of(x, Hp, Wp)), halo=2)
         out = x if in_place else store.empty(*x.shape)
 
         def sink(a, b, rows):

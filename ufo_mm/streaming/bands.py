@@ -211,12 +211,18 @@ def cat(*inputs: Node) -> Cat:
 class Conv(Node):
     """``post(conv(x))`` for an ``nn.Conv2d`` with zero padding; ``post`` is
     row-wise (a norm, an activation). On a :class:`Cat` of parts it is the
-    sum of the convolutions of the parts with their slices of the weight."""
+    sum of the convolutions of the parts with their slices of the weight.
+    ``kernel(x, padding)``, if given, computes ``post(conv(x))`` itself (a
+    fused kernel) with the padding it is given: the rows come padded."""
 
-    def __init__(self, conv: nn.Conv2d, inp: Node, post: Optional[Callable] = None):
+    def __init__(self, conv: nn.Conv2d, inp: Node, post: Optional[Callable] = None,
+                 kernel: Optional[Callable] = None):
         if conv.padding_mode != 'zeros' or isinstance(conv.padding, str):
             raise ValueError(f'banded convolution needs numeric zero padding, got {conv}')
-        self.conv, self.post = conv, post
+        if kernel is not None and (post is not None or isinstance(inp, Cat)):
+            raise ValueError('a convolution kernel computes its post step itself, '
+                             'on one input')
+        self.conv, self.post, self.kernel = conv, post, kernel
         (kh, kw), (sh, sw) = conv.kernel_size, conv.stride
         (ph, pw), (dh, dw) = conv.padding, conv.dilation
         self.k, self.s, self.p, self.d = kh, sh, ph, dh
@@ -233,6 +239,8 @@ class Conv(Node):
     def compute(self, a, b):
         rows = self.needs(a, b)[0]
         c = self.conv
+        if self.kernel is not None:
+            return self.kernel(self.fetch(0, *rows), (0, c.padding[1]))
         args = (c.stride, (0, c.padding[1]), c.dilation, c.groups)
         if len(self.inputs) == 1:
             y = F.conv2d(self.fetch(0, *rows), c.weight, c.bias, *args)
@@ -247,6 +255,25 @@ class Conv(Node):
                 else:
                     y += F.conv2d(x, w, None, *args)
         return self.post(y) if self.post is not None else y
+
+
+class Window(Node):
+    """Rows ``[a, b)`` from input rows ``[a - halo, b + halo)``, clipped to the
+    map: ``fn(rows, top, bottom)`` gets those rows, ``top`` and ``bottom`` of
+    them the halo rows above ``a`` and below ``b``, and returns rows
+    ``[a, b)``. For a step that pads the map's edges itself (a chain of
+    convolutions on the rows, their halo discarded)."""
+
+    def __init__(self, fn: Callable, inp: Node, halo: int):
+        super().__init__([inp], inp.size)
+        self.fn, self.halo = fn, halo
+
+    def needs(self, a, b):
+        return [(a - self.halo, b + self.halo)]
+
+    def compute(self, a, b):
+        lo, hi = max(a - self.halo, 0), min(b + self.halo, self.height)
+        return self.fn(self.fetch(0, lo, hi, pad=False), a - lo, hi - b)
 
 
 class ConvTranspose(Node):

@@ -30,31 +30,29 @@ from pycocotools import mask as mask_util
 
 from . import bands, heads
 from .backbone import StreamedUFOViT
-from .predict import Progress, array_source, tensor_source, token_dtype
+from .inputs import DETECTOR, Progress, StreamConfig, array_source, stream_config, tensor_source
 
-STREAM_KEYS = ('mode', 'band_rows', 'tokens_per_band', 'token_dtype', 'token_device',
-               'mask_format')
 #: bytes of one band of the finest FPN level (the band height follows from it)
 FEATURE_BAND_BYTES = 64 << 20
 
 
-def stream_features(detector, image: bands.Node, channels: int,
-                    band_rows: Optional[int] = None, tokens_per_band: Optional[int] = None,
-                    token_dtype: Optional[torch.dtype] = None, progress=None,
-                    token_device=None):
+def stream_features(detector, image: bands.Node, channels: int, cfg: StreamConfig,
+                    progress: Optional[Callable[[int, int], None]] = None):
     """(FPN levels, RPN objectness per level, RPN box deltas per level) of
     ``image`` (a band node of normalised pixels): the tensors mmdet's
     ``extract_feat`` and ``rpn_head.forward`` give, computed in bands of
-    ``band_rows`` rows of the finest level (default: 64 MB of it).
-    ``progress(done, total)``: called as the work advances. ``token_device``:
-    where the backbone's token tensors live (:class:`.backbone.StreamedUFOViT`)."""
-    streamed = StreamedUFOViT(detector.backbone, tokens_per_band, token_dtype=token_dtype,
-                              token_device=token_device)
+    ``cfg.band_rows`` rows of the finest level (default: 64 MB of it), the
+    backbone's tokens as ``cfg.tokens_per_band``, ``cfg.token_dtype`` and
+    ``cfg.token_device`` say (:class:`.backbone.StreamedUFOViT`).
+    ``progress(done, total)``: called as the work advances."""
+    streamed = StreamedUFOViT(detector.backbone, cfg.tokens_per_band,
+                              token_dtype=cfg.token_dtype, token_device=cfg.token_device)
     name = type(detector.neck).__name__ if detector.with_neck else None
     if name != 'FPN':
         raise NotImplementedError(f'neck {name} does not stream; supported: FPN')
     heads.check_eval(detector.neck)
     finest = streamed.m.pyramid_sizes(image.size)[0]
+    band_rows = cfg.band_rows
     if band_rows is None:
         band_rows = max(1, FEATURE_BAND_BYTES // (4 * detector.neck.out_channels * finest[1]))
     counter = Progress(streamed.work(image.size) + -(-finest[0] // band_rows), progress)
@@ -130,41 +128,24 @@ def masks_as_rle(mask_head, mask_preds: torch.Tensor, results, img_meta: dict,
 class StreamingMaskRCNN(MaskRCNN):
     """MaskRCNN whose ``test_cfg.mode`` may also be 'stream' (UFOViT
     backbone, FPN neck, RPNHead; any RoI head mmdet's ``StandardRoIHead``
-    API serves)."""
-
-    def _stream_cfg(self) -> Optional[dict]:
-        cfg = self.test_cfg or {}
-        if cfg.get('mode', 'whole') == 'whole':
-            return None
-        if cfg['mode'] != 'stream':
-            raise ValueError(f"test_cfg.mode must be 'whole' or 'stream', got {cfg['mode']!r}")
-        unknown = set(cfg) - set(STREAM_KEYS) - {'rpn', 'rcnn'}
-        if unknown:
-            raise KeyError(f'test_cfg keys {sorted(unknown)} have no meaning in mode stream; '
-                           f'valid: rpn, rcnn, {", ".join(STREAM_KEYS)}')
-        if cfg.get('mask_format', 'bitmap') not in ('bitmap', 'rle'):
-            raise ValueError(f"test_cfg.mask_format must be 'bitmap' or 'rle', got "
-                             f"{cfg['mask_format']!r}")
-        return cfg
+    API serves). The keys of ``test_cfg`` are read and checked by
+    :func:`.inputs.stream_config`."""
 
     def predict(self, batch_inputs: torch.Tensor, batch_data_samples, rescale: bool = True):
-        cfg = self._stream_cfg()
+        cfg = stream_config(self.test_cfg, DETECTOR)
         if cfg is None:
             return super().predict(batch_inputs, batch_data_samples, rescale)
         for i, sample in enumerate(batch_data_samples):
             source = tensor_source(batch_inputs[i:i + 1], self.backbone.check_finite)
-            self.predict_one(source, batch_inputs.shape[1], sample, rescale)
+            self.predict_one(source, batch_inputs.shape[1], sample, cfg, rescale)
         return batch_data_samples
 
-    def predict_one(self, image: bands.Node, channels: int, sample, rescale: bool = True,
-                    progress=None):
+    def predict_one(self, image: bands.Node, channels: int, sample, cfg: StreamConfig,
+                    rescale: bool = True, progress=None):
         """Detections of one image (a band node of normalised pixels) into
-        ``sample.pred_instances``, as ``predict`` in mode stream."""
-        cfg = self._stream_cfg() or {}
-        feats, scores, deltas = stream_features(
-            self, image, channels, cfg.get('band_rows'),
-            cfg.get('tokens_per_band'), token_dtype(cfg.get('token_dtype')),
-            progress, cfg.get('token_device'))
+        ``sample.pred_instances``, as ``predict`` in mode stream with the
+        options ``cfg`` (whatever ``self.test_cfg`` says)."""
+        feats, scores, deltas = stream_features(self, image, channels, cfg, progress)
         if sample.get('proposals', None) is None:
             proposals = self.rpn_head.predict_by_feat(scores, deltas,
                                                       batch_img_metas=[sample.metainfo],
@@ -172,7 +153,7 @@ class StreamingMaskRCNN(MaskRCNN):
         else:
             proposals = [sample.proposals]
         del scores, deltas
-        if cfg.get('mask_format', 'bitmap') == 'rle' and self.roi_head.with_mask:
+        if cfg.mask_format == 'rle' and self.roi_head.with_mask:
             results = self._predict_rle(feats, proposals, sample, rescale)
         else:
             results = self.roi_head.predict(feats, proposals, [sample], rescale=rescale)
@@ -207,7 +188,8 @@ def detect_large(model, image_bgr: np.ndarray, band_rows: Optional[int] = None,
     The same detections as mode stream (and, up to float rounding, whole) on
     the unresized image; the normalised image is made band by band, never
     whole (see docs/large_images.md). On a GPU the bands are computed there
-    (mmdet's RoI heads need mmcv's CUDA ops then)."""
+    (mmdet's RoI heads need mmcv's CUDA ops then). ``model.test_cfg`` is
+    neither read nor changed: the options are the arguments."""
     from mmdet.structures import DetDataSample
     if not isinstance(model, StreamingMaskRCNN):
         raise TypeError(f'detect_large needs a StreamingMaskRCNN, got {type(model).__name__}')
@@ -218,14 +200,9 @@ def detect_large(model, image_bgr: np.ndarray, band_rows: Optional[int] = None,
     sample = DetDataSample(metainfo=dict(
         img_shape=(H, W), ori_shape=(H, W), pad_shape=padded, batch_input_shape=padded,
         scale_factor=(1.0, 1.0)))
-    saved = model.test_cfg
-    model.test_cfg = dict(saved or {}, mode='stream', mask_format='rle',
-                          band_rows=band_rows, tokens_per_band=tokens_per_band,
-                          token_dtype=token_dtype, token_device=token_device)
-    try:
-        with torch.no_grad():
-            model.predict_one(source, image_bgr.shape[2], sample, rescale=True,
-                              progress=progress)
-    finally:
-        model.test_cfg = saved
+    cfg = StreamConfig(band_rows=band_rows, tokens_per_band=tokens_per_band,
+                       token_dtype=token_dtype, token_device=token_device, mask_format='rle')
+    with torch.no_grad():
+        model.predict_one(source, image_bgr.shape[2], sample, cfg, rescale=True,
+                          progress=progress)
     return sample.pred_instances

@@ -18,60 +18,46 @@ the batch and the label map are held whole in this mode whatever the budget. ``r
 also keeps the full-size ``seg_logits`` (mmseg's default output; (classes, H,
 W) floats, which large images cannot afford).
 """
-from typing import Optional
-
 import torch
 from mmengine.structures import PixelData
 from mmseg.models.segmentors import EncoderDecoder
 from mmseg.structures import SegDataSample
 
-from .predict import predict, tensor_source, token_dtype
-
-STREAM_KEYS = ('mode', 'band_rows', 'tokens_per_band', 'return_logits', 'token_dtype',
-               'token_device', 'max_ram_gb', 'scratch_dir')
+from .inputs import SEGMENTOR, StreamConfig, stream_config, tensor_source
+from .predict import predict
 
 
 class StreamingEncoderDecoder(EncoderDecoder):
     """EncoderDecoder whose ``test_cfg.mode`` may also be 'stream' (UFOViT
-    backbones; UPerHead or FPNHead, optionally an FPN neck)."""
-
-    def _stream_cfg(self) -> Optional[dict]:
-        cfg = self.test_cfg or {}
-        if cfg.get('mode', 'whole') != 'stream':
-            return None
-        unknown = set(cfg) - set(STREAM_KEYS)
-        if unknown:
-            raise KeyError(f'test_cfg keys {sorted(unknown)} have no meaning in mode stream; '
-                           f'valid: {", ".join(STREAM_KEYS)}')
-        return cfg
+    backbones; UPerHead or FPNHead, optionally an FPN neck). The keys of
+    ``test_cfg`` are read and checked by :func:`.inputs.stream_config`."""
 
     def inference(self, inputs, batch_img_metas):
-        if self._stream_cfg() is None:
+        cfg = stream_config(self.test_cfg, SEGMENTOR)
+        if cfg is None:
             return super().inference(inputs, batch_img_metas)
         # the full logits (mmseg's contract for inference()); predict() avoids them
-        return torch.cat([self._stream_one(inputs[i:i + 1], meta, with_logits=True)[1]
+        return torch.cat([self._stream_one(inputs[i:i + 1], meta, cfg, with_logits=True)[1]
                           for i, meta in enumerate(batch_img_metas)])
 
     def predict(self, inputs: torch.Tensor, data_samples=None):
-        cfg = self._stream_cfg()
+        cfg = stream_config(self.test_cfg, SEGMENTOR)
         if cfg is None:
             return super().predict(inputs, data_samples)
         if data_samples is None:
             data_samples = [SegDataSample() for _ in range(inputs.shape[0])]
-        keep = bool(cfg.get('return_logits', False))
+        keep = bool(cfg.return_logits)
         for i, sample in enumerate(data_samples):
-            labels, logits = self._stream_one(inputs[i:i + 1], sample.metainfo, keep)
+            labels, logits = self._stream_one(inputs[i:i + 1], sample.metainfo, cfg, keep)
             sample.set_data({'pred_sem_seg': PixelData(data=labels)})
             if keep:
                 sample.set_data({'seg_logits': PixelData(data=logits[0])})
         return data_samples
 
-    def _stream_one(self, inputs, meta, with_logits):
-        cfg = self.test_cfg
-        labels, logits = predict(
+    def _stream_one(self, inputs, meta, cfg: StreamConfig, with_logits: bool):
+        """(labels, logits or None) of one normalised (1, C, H, W) input."""
+        return predict(
             self, tensor_source(inputs, self.backbone.check_finite), inputs.shape[1],
-            meta or None, cfg.get('band_rows'), cfg.get('tokens_per_band'),
-            with_logits=with_logits, token_dtype=token_dtype(cfg.get('token_dtype')),
-            token_device=cfg.get('token_device'), labels_device=inputs.device,
-            max_ram_gb=cfg.get('max_ram_gb'), scratch_dir=cfg.get('scratch_dir'))
-        return labels, logits
+            meta or None, cfg.band_rows, cfg.tokens_per_band, with_logits=with_logits,
+            token_dtype=cfg.token_dtype, token_device=cfg.token_device,
+            labels_device=inputs.device, max_ram_gb=cfg.max_ram_gb, scratch_dir=cfg.scratch_dir)

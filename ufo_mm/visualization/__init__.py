@@ -1,2 +1,4 @@
-"""Pictures of predictions (``seg_pictures``: image | ground truth | prediction).
+"""Pictures of predictions: image | ground truth | prediction
+(``seg_pictures``), a prediction drawn over an image of any size
+(``overlays``), mmdet's / mmseg's own visualizers (``predictions``).
 Import the submodules; this package imports nothing itself."""

@@ -6,8 +6,8 @@ import time
 def draw_prediction(model, image_rgb, result, out_file, score_thr: float = 0.3) -> None:
     """Write ``image_rgb`` (H, W, 3) with ``result`` (a Det/SegDataSample) drawn
     to ``out_file``; detections below ``score_thr`` are left out. ``model``:
-    one from :func:`ufo_mm.apis.builder.build_model` (``cfg``, ``dataset_meta``)."""
-    from ufo_mm.apis.builder import library_of
+    one from :func:`ufo_mm.builder.build_model` (``cfg``, ``dataset_meta``)."""
+    from ufo_mm.builder import library_of
     detection = library_of(model.cfg) == 'mmdet'
     if detection:
         from mmdet.visualization import DetLocalVisualizer as Visualizer

@@ -19,20 +19,9 @@ from typing import List, Optional, Sequence, Tuple
 import cv2
 import numpy as np
 
-IGNORE_COLOUR = (0, 0, 0)
+from .overlays import colour_labels
+
 TITLES = ('image', 'ground truth', 'prediction')
-
-
-def colour_labels(label: np.ndarray, palette: Sequence[Sequence[int]],
-                  ignore_index: int = 255) -> np.ndarray:
-    """(H, W) int label map -> (H, W, 3) uint8 RGB; ``ignore_index`` and labels
-    outside the palette are black."""
-    palette = np.asarray(palette, np.uint8).reshape(-1, 3)
-    out = np.zeros(label.shape + (3,), np.uint8)
-    out[:] = IGNORE_COLOUR
-    valid = (label != ignore_index) & (label >= 0) & (label < len(palette))
-    out[valid] = palette[label[valid]]
-    return out
 
 
 def _text_row(width: int, height: int, texts: Sequence[Tuple[str, int, tuple]]) -> np.ndarray:
@@ -143,9 +132,9 @@ def split_files(dataset_cfg, num: Optional[int] = None) -> List[Tuple[Path, Opti
 def load_segmentor(config, checkpoint: Optional[str] = None, device: str = 'cpu',
                    cfg_options: Optional[dict] = None):
     """The segmentor of an mmseg config with its checkpoint
-    (:func:`ufo_mm.apis.builder.build_model`: SyncBN turned into BN,
+    (:func:`ufo_mm.builder.build_model`: SyncBN turned into BN,
     ``model.cfg`` and ``model.dataset_meta`` set)."""
-    from ufo_mm.apis.builder import build_model, library_of
+    from ufo_mm.builder import build_model, library_of
     model = build_model(config, checkpoint, device=device, cfg_options=cfg_options)
     if library_of(model.cfg) != 'mmseg':
         raise ValueError(f'{config} is not an mmseg config')

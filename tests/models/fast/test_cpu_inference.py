@@ -41,9 +41,10 @@ def both_routes(model, x, **route_kw):
     with torch.no_grad():
         dtype = fast.route_dtype(model, x)
         assert dtype is not None
-        route = fast.CPUInference(model, dtype, **route_kw)
-        tokens, shape = route.embed(x)
-        got = route.forward_pyramid(route.forward_blocks(tokens, *shape), x.shape[-2:])
+        k = fast.CPUKernels(dtype, **route_kw)
+        tokens, shape = model.embed(x, k)
+        got = model.forward_pyramid(model.forward_blocks(tokens, *shape, kernels=k),
+                                    x.shape[-2:], k)
         tokens, shape = model.embed(x)
         ref = model.forward_pyramid(model.forward_blocks(tokens, *shape), x.shape[-2:])
     return got, ref
@@ -88,9 +89,9 @@ def test_a_change_to_the_reference_math_shows(monkeypatch):
     model = randomise(UFOViT(arch=dict(embed_dims=64, num_heads=4, depth=4,
                                        out_indices=(0, 1, 2, 3))))
     x = torch.randn(1, 3, 64, 80)
-    original = UFOAttention.attend
-    monkeypatch.setattr(UFOAttention, 'attend',
-                        lambda self, q, k, v: original(self, q, k, v) * 1.01)
+    original = UFOAttention.attend_normalised
+    monkeypatch.setattr(UFOAttention, 'attend_normalised',
+                        lambda self, q, kv: original(self, q, kv) * 1.01)
     got, ref = both_routes(model, x)
     assert any(not torch.allclose(g, r, rtol=1e-4, atol=1e-4) for g, r in zip(got, ref))
 
@@ -178,7 +179,7 @@ def test_block_inference_leaves_its_input_alone():
         dtype = fast.route_dtype(model, torch.randn(1, 3, 32, 32))
         if dtype is None:
             pytest.skip('no fast route here')
-        out = fast.CPUInference(model, dtype).block(blk, x, 6, 7)
+        out = blk(x, 6, 7, fast.CPUKernels(dtype), in_place=True)
         ref = blk(x, 6, 7)
     assert torch.equal(x, before)
     torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)

@@ -9,15 +9,17 @@ tensors (docs/performance.md).
   ``merge_heads(q @ kv) @ W^T = merge_heads(q) @ (blockdiag(kv) @ W^T)``, one
   (B, C, C) matrix, whose cost does not depend on N, turns the normalised
   queries into the output with one GEMM (no batched ``q @ kv``, no head-merging
-  copy). The queries are normalised straight into a token-major buffer.
+  copy). The queries are normalised in place, tile by tile.
 - Long inputs go through the attention and the MLP in tiles of
   ``tile_tokens`` tokens, so per-tile temporaries stay in cache (k^T v, a sum
   over tokens, adds up tile by tile).
-- The residual updates after a block's first one go in place.
 
-:func:`route_dtype` is the one check that decides whether this route may run;
-``UFOViT.stages`` calls it. Each function takes the module whose parameters
-it uses, so the reference and this route can never hold different weights.
+:class:`CPUKernels` computes the steps that ``UFOBlock`` and the streamed
+route compose (the block's residual structure is theirs, not this module's).
+:func:`route_dtype` is the one check that decides whether it may run;
+``UFOViT.kernels_for`` calls it. Each function takes the module whose
+parameters it uses, so the reference and this route can never hold different
+weights.
 """
 from typing import Optional, Sequence, Tuple
 
@@ -68,19 +70,6 @@ def linear(layer: nn.Linear, x: torch.Tensor, dtype: torch.dtype, act: str = 'no
     return kernels.linear(x, layer.weight, layer.bias, act, dtype)
 
 
-def patch_embed(pe: nn.Module, x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """ConvPatchEmbed: each conv + BN (folded) + GELU is one oneDNN convolution."""
-    x = x.contiguous(memory_format=torch.channels_last)
-    layers = list(pe.proj)
-    for i, layer in enumerate(layers):
-        if isinstance(layer, nn.Sequential):
-            conv, bn = layer
-            weight, bias = kernels.fold_bn(conv.weight, conv.bias, bn)
-            gelu = i + 1 < len(layers) and isinstance(layers[i + 1], nn.GELU)
-            x = kernels.conv2d(x, conv, weight, bias, 'gelu' if gelu else 'none', dtype)
-    return x
-
-
 def lpi(m: nn.Module, x: torch.Tensor, H: int, W: int, dtype: torch.dtype) -> torch.Tensor:
     """LPI: GELU inside the first depthwise convolution, BN folded into the second."""
     B, N, C = x.shape
@@ -129,97 +118,96 @@ def keys_times_values(k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     return k.to(acc).permute(0, 2, 3, 1) @ v.to(acc).transpose(1, 2)
 
 
-def ufo_queries_and_kv(attn: UFOAttention, x: torch.Tensor, dtype: torch.dtype,
-                       tile: Optional[int]) -> Tuple[torch.Tensor, torch.Tensor]:
-    """The pass over the tokens: XNorm'd queries (B, N, C) and k^T v (B, h, d, d,
-    float32; not yet normalised), ``tile`` tokens at a time."""
+def ufo_key_values(attn: UFOAttention, x: torch.Tensor, dtype: torch.dtype,
+                   tile: Optional[int]) -> torch.Tensor:
+    """k^T v (B, h, d, d, float32; not normalised) of the tokens ``x``,
+    ``tile`` tokens at a time: one GEMM for k and v, then their product."""
     B, N, C = x.shape
     h = attn.num_heads
     tile = tile if tile and N > tile else N
-    gamma_q = attn.gammas()[0].view(h, 1)
-    q = x.new_empty(B, N, C, dtype=dtype)
+    w, b = attn.projection('kv')
     kv = None
     for start in range(0, N, tile):
         t = x[:, start:start + tile]
-        qt, kt, vt = linear(attn.qkv, t, dtype).view(B, t.shape[1], 3, h, C // h).unbind(2)
+        kt, vt = kernels.linear(t, w, b, 'none', dtype).view(B, t.shape[1], 2, h, C // h).unbind(2)
         with torch.autocast(device_type='cpu', enabled=False):
             part = keys_times_values(kt, vt)
         kv = part if kv is None else kv.add_(part)
-        xnorm(qt, gamma_q, dim=-1, eps=attn.eps, out=q[:, start:start + tile].view(qt.shape))
-    return q, kv
+    return kv
 
 
-def ufo_attention(attn: UFOAttention, x: torch.Tensor, dtype: torch.dtype,
-                  tile: Optional[int]) -> torch.Tensor:
-    """UFOAttention with XNorm(k^T v) folded into the output projection."""
-    q, kv = ufo_queries_and_kv(attn, x, dtype, tile)
+def fold_kv_into_projection(attn: UFOAttention, kv: torch.Tensor, dtype: torch.dtype):
+    """merge_heads(q @ kv) @ W^T = merge_heads(q) @ (blockdiag(kv) @ W^T): the
+    (B, C, C) matrices (oneDNN's (out, in) layout) that take normalised
+    queries straight to the output, and the projection's bias."""
     B, h, d, _ = kv.shape
     C = h * d
     with torch.autocast(device_type='cpu', enabled=False):
-        kv = xnorm(kv, attn.gammas()[1], dim=attn.kv_norm_dim, eps=attn.eps)
-        # blockdiag(kv) @ W^T: head i's d x d block times rows i*d..(i+1)*d of
-        # W^T -> (B, C, C); O(C^2 d), independent of N. oneDNN wants (out, in).
+        # head i's d x d block times rows i*d..(i+1)*d of W^T -> (B, C, C);
+        # O(C^2 d), independent of N
         fused = (kv @ attn.proj.weight.to(kv.dtype).t().reshape(h, d, C)).reshape(B, C, C)
-    fused_t, bias = fused.transpose(1, 2).to(dtype), attn.proj.bias.to(dtype)
-    out = [kernels.linear(q[b], fused_t[b].contiguous(), bias, 'none', dtype) for b in range(B)]
+    return [f.t().to(dtype).contiguous() for f in fused], attn.proj.bias.to(dtype)
+
+
+def ufo_attention(attn: UFOAttention, x: torch.Tensor, kv: torch.Tensor, dtype: torch.dtype,
+                  tile: Optional[int]) -> torch.Tensor:
+    """UFOAttention of the tokens ``x`` given the normalised ``kv``: the
+    queries ``tile`` tokens at a time (one GEMM each), their XNorm written
+    straight into a token-major buffer, then one GEMM with XNorm(kv) folded
+    into the output projection."""
+    B, N, C = x.shape
+    h = attn.num_heads
+    tile = tile if tile and N > tile else N
+    w, b = attn.projection('q')
+    gamma_q = attn.gammas()[0].view(h, 1)
+    q = x.new_empty(B, N, C, dtype=dtype)
+    for start in range(0, N, tile):
+        qt = kernels.linear(x[:, start:start + tile], w, b, 'none', dtype)
+        qt = qt.view(B, qt.shape[1], h, C // h)
+        xnorm(qt, gamma_q, dim=-1, eps=attn.eps, out=q[:, start:start + tile].view(qt.shape))
+    fused, bias = fold_kv_into_projection(attn, kv, dtype)
+    out = [kernels.linear(q[i], fused[i], bias, 'none', dtype) for i in range(B)]
     return out[0].unsqueeze(0) if B == 1 else torch.stack(out)
 
 
-def attention(attn: nn.Module, x: torch.Tensor, dtype: torch.dtype, tile: Optional[int]):
-    """Any attention variant: UFO's folded route, or the variant's own ``attend``
-    between oneDNN projections (softmax, XCA)."""
-    if isinstance(attn, UFOAttention):
-        return ufo_attention(attn, x, dtype, tile)
-    B, N, C = x.shape
-    q, k, v = linear(attn.qkv, x, dtype).reshape(B, N, 3, attn.num_heads, -1) \
-        .permute(2, 0, 3, 1, 4).unbind(0)
-    return linear(attn.proj, attn.attend(q, k, v).transpose(1, 2).reshape(B, N, C), dtype)
+class CPUKernels:
+    """Every step of :class:`~ufo_mm.models.ufo_vit.Kernels` with oneDNN's
+    fused kernels, computing in ``dtype``, for a model in CPU inference
+    (see :func:`route_dtype`); long inputs go through the attention and the
+    MLP in tiles of ``tile_tokens`` tokens. Same results up to float rounding."""
 
+    def __init__(self, dtype: torch.dtype, tile_tokens: Optional[int] = TILE_TOKENS):
+        self.dtype, self.tile_tokens = dtype, tile_tokens
 
-class CPUInference:
-    """UFOViT's three stages on the fast route, for ``model`` in eval mode
-    without autograd (see :func:`route_dtype`), computing in ``dtype``.
+    def conv(self, conv, norm, act, x, padding=None):
+        """The convolution with an eval-mode BatchNorm folded in and the GELU inside."""
+        weight, bias = conv.weight, conv.bias
+        if norm is not None:
+            weight, bias = kernels.fold_bn(weight, bias, norm)
+        return kernels.conv2d(x, conv, weight, bias, 'none' if act is None else 'gelu',
+                              self.dtype, padding)
 
-    Same interface as UFOViT's ``embed`` / ``forward_blocks`` /
-    ``forward_pyramid``, same results up to float rounding.
-    """
+    def key_values(self, attn, x):
+        return ufo_key_values(attn, x, self.dtype, self.tile_tokens)
 
-    def __init__(self, model: nn.Module, dtype: torch.dtype,
-                 tile_tokens: Optional[int] = TILE_TOKENS):
-        self.model, self.dtype, self.tile_tokens = model, dtype, tile_tokens
+    def attention(self, attn, x, kv=None):
+        """UFO attention with XNorm(k^T v) folded into the output projection;
+        another variant's own ``attend`` between oneDNN projections."""
+        if kv is not None:
+            return ufo_attention(attn, x, kv, self.dtype, self.tile_tokens)
+        B, N, C = x.shape
+        q, k, v = attn.heads(linear(attn.qkv, x, self.dtype), 3)
+        return linear(attn.proj, attn.attend(q, k, v).transpose(1, 2).reshape(B, N, C),
+                      self.dtype)
 
-    def embed(self, x: torch.Tensor):
-        m = self.model
-        x = patch_embed(m.patch_embed, x, self.dtype)
-        B, C, Hp, Wp = x.shape
-        x = x + m.pos_embed(x).to(x.dtype)
-        return x.flatten(2).transpose(1, 2), (B, C, Hp, Wp)
+    def lpi(self, m, x, H, W):
+        return lpi(m, x, H, W, self.dtype)
 
-    def block(self, blk: nn.Module, x: torch.Tensor, H: int, W: int) -> torch.Tensor:
-        """``UFOBlock``: the first residual update makes the block's own new x;
-        the next two go into it in place (never into the block's input)."""
-        dtype, tile = self.dtype, self.tile_tokens
-        x = torch.addcmul(x, blk.gamma1, attention(blk.attn, blk.norm1(x), dtype, tile))
-        x.addcmul_(blk.gamma3, lpi(blk.local_mp, blk.norm3(x), H, W, dtype))
-        return x.addcmul_(blk.gamma2, mlp(blk.mlp, blk.norm2(x), dtype, tile))
+    def mlp(self, m, x):
+        return mlp(m, x, self.dtype, self.tile_tokens)
 
-    def forward_blocks(self, x: torch.Tensor, B: int, C: int, Hp: int, Wp: int) -> list:
-        feats = []
-        for i, blk in enumerate(self.model.blocks):
-            x = self.block(blk, x, Hp, Wp)
-            if i in self.model.out_indices:
-                feats.append(x.reshape(B, Hp, Wp, C).permute(0, 3, 1, 2))
-        return feats
-
-    def adapt(self, adapter: nn.Module, x: torch.Tensor, size: Tuple[int, int]) -> torch.Tensor:
-        """One pyramid level, contiguous NCHW; the up-sampling adapters as
-        row-tiled GEMMs with the BN folded (:func:`.kernels.upsample_nchw`)."""
+    def adapt(self, adapter, x):
+        """The up-sampling adapters as row-tiled GEMMs with the BN folded,
+        written in NCHW (:func:`.kernels.upsample_nchw`)."""
         layers = kernels.upsampling_layers(adapter)
-        out = kernels.upsample_nchw(x, layers, self.dtype) if layers else adapter(x)
-        return out[..., :size[0], :size[1]].contiguous()
-
-    def forward_pyramid(self, feats: Sequence[torch.Tensor], image_size) -> Tuple[torch.Tensor, ...]:
-        m = self.model
-        sizes = m.pyramid_sizes(image_size)
-        return tuple(self.adapt(a, f, size) for a, f, size in
-                     zip((m.fpn1, m.fpn2, m.fpn3, m.fpn4), feats, sizes))
+        return kernels.upsample_nchw(x, layers, self.dtype) if layers else adapter(x)

@@ -95,13 +95,15 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor],
 
 
 def conv2d(x: torch.Tensor, conv: nn.Conv2d, weight: torch.Tensor,
-           bias: Optional[torch.Tensor], act: str, dtype: torch.dtype) -> torch.Tensor:
-    """``act(conv(x))`` with ``conv``'s geometry and the given weight and bias."""
+           bias: Optional[torch.Tensor], act: str, dtype: torch.dtype,
+           padding=None) -> torch.Tensor:
+    """``act(conv(x))`` with ``conv``'s geometry (``padding``, if given,
+    instead of its own) and the given weight and bias."""
     if isinstance(conv.padding, str) or conv.padding_mode != 'zeros':
         raise ValueError('fused conv2d needs numeric zero padding')
     return torch.ops.mkldnn._convolution_pointwise(
         x.to(dtype), weight.to(dtype), None if bias is None else bias.to(dtype),
-        list(conv.padding), list(conv.stride), list(conv.dilation), conv.groups, act, [],
+        list(conv.padding if padding is None else padding), list(conv.stride), list(conv.dilation), conv.groups, act, [],
         'none' if act == 'gelu' else '')
 
 

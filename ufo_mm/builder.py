@@ -1,6 +1,6 @@
 """A detector or segmentor from its config, written once for every tool.
 
-    from ufo_mm.apis.builder import build_model
+    from ufo_mm.builder import build_model
     model = build_model('configs/ufo_vit/demo/upernet_ufo-vit-demo_synthetic.py', 'iter_2000.pth')
 
 mmdet's ``init_detector`` and mmseg's ``init_model`` each do part of this, with
@@ -26,10 +26,10 @@ def library_of(cfg: Config) -> str:
 
 
 def load_config(config: Union[str, Path, Config], cfg_options: Optional[dict] = None) -> Config:
-    """The config (a file or a Config, copied) with ``cfg_options`` merged in;
-    ufo_mm imported so that ``UFOViT`` is registered even if the config forgets
-    ``custom_imports``."""
-    import ufo_mm  # noqa: F401  registers UFOViT, installs the safe checkpoint loader
+    """The config (a file or a Config, copied) with ``cfg_options`` merged in.
+    ``UFOViT`` is registered even if the config forgets ``custom_imports``:
+    importing this module imported the ``ufo_mm`` package, which registers it
+    (and installs the safe checkpoint loader)."""
     cfg = copy.deepcopy(config) if isinstance(config, Config) else Config.fromfile(str(config))
     if cfg_options:
         cfg.merge_from_dict(cfg_options)
