@@ -223,8 +223,10 @@ class Kernels:
 
     def attention(self, attn: nn.Module, x: torch.Tensor,
                   kv: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """Attention of the tokens ``x``: given ``kv``, XNorm(q) @ kv projected
-        (``x`` any of the tokens); without it, ``attn(x)`` (``x`` all of them)."""
+        """Attention of the tokens ``x``: without ``kv``, ``attn(x)``, the
+        module itself (``x`` all the tokens; its hooks see it); given the
+        normalised ``kv`` of all the tokens, XNorm(q) @ kv projected (``x``
+        any of them)."""
         if kv is None:
             return attn(x)
         return attn.merge_heads(attn.attend_normalised(attn.queries(x), kv))
@@ -282,31 +284,22 @@ class UFOBlock(nn.Module):
     def forward(self, x: torch.Tensor, H: int, W: int, kernels: Optional[Kernels] = None,
                 in_place: bool = False) -> torch.Tensor:
         k = kernels or REFERENCE
-        h = self.norm1(x)
-        kv = None
-        if self.attn.sums_over_tokens:
-            kv = self.attn.normalise_kv(self.key_values(x, k, normed=h))
-        x = self.attention_residual(x, k, kv, normed=h)
-        del h
+        x = self.attention_residual(x, k)
         x = self.lpi_residual(x, k, W, in_place=in_place)
         return self.mlp_residual(x, k, in_place=in_place)
 
-    def key_values(self, x: torch.Tensor, kernels: Kernels,
-                   normed: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def key_values(self, x: torch.Tensor, kernels: Kernels) -> torch.Tensor:
         """UFO attention's k^T v of the tokens ``x`` (B, n, C), not yet
         normalised: a sum over tokens, so that of all the tokens is the sum
-        of those of bands that cover them. ``normed``: LN1(x), if at hand."""
-        return kernels.key_values(self.attn, self.norm1(x) if normed is None else normed)
+        of those of bands that cover them."""
+        return kernels.key_values(self.attn, self.norm1(x))
 
     def attention_residual(self, x: torch.Tensor, kernels: Kernels,
-                           kv: Optional[torch.Tensor] = None,
-                           normed: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """x + gamma1 * Attn(LN1(x)), in a new tensor. With UFO attention
-        ``kv`` is XNorm(k^T v) of all the block's tokens and ``x`` any band of
-        them; with the other attentions ``kv`` is None and ``x`` all tokens.
-        ``normed``: LN1(x), if at hand."""
-        h = self.norm1(x) if normed is None else normed
-        return self.residual(x, self.gamma1, kernels.attention(self.attn, h, kv))
+                           kv: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """x + gamma1 * Attn(LN1(x)), in a new tensor. ``x`` all the tokens;
+        or, with UFO attention and ``kv`` = XNorm(k^T v) of all the block's
+        tokens given, any band of them."""
+        return self.residual(x, self.gamma1, kernels.attention(self.attn, self.norm1(x), kv))
 
     def lpi_residual(self, x: torch.Tensor, kernels: Kernels, W: int, halo=(0, 0),
                      in_place: bool = False) -> torch.Tensor:

@@ -193,6 +193,8 @@ class CPUKernels:
     def attention(self, attn, x, kv=None):
         """UFO attention with XNorm(k^T v) folded into the output projection;
         another variant's own ``attend`` between oneDNN projections."""
+        if kv is None and attn.sums_over_tokens:
+            kv = attn.normalise_kv(self.key_values(attn, x))
         if kv is not None:
             return ufo_attention(attn, x, kv, self.dtype, self.tile_tokens)
         B, N, C = x.shape
