@@ -180,3 +180,33 @@ def test_command_detects_on_the_whole_image_as_mmdet_does(det_ckpt, scene, tmp_p
     masks = np.stack([mask_util.decode(d['segmentation']) for d in found]).astype(bool)
     assert masks.shape == (70,) + SCENE_HW
     assert (masks == want.masks.numpy()).mean() >= 0.999
+
+
+def test_command_stopped_by_sigterm_leaves_nothing_behind(demo_ckpt, tmp_path):
+    """A scheduler's time limit (SIGTERM) mid-run: the partial label TIFF and
+    the spilled token files are removed, and the tool says it stopped."""
+    import signal
+    import subprocess
+    import time
+
+    from tests.tool_runner import tool_command, tool_env
+    image = tmp_path / 'big.tif'
+    rgb = np.random.default_rng(0).integers(0, 256, (1536, 1536, 3), dtype=np.uint8)
+    tifffile.imwrite(image, rgb, photometric='rgb', tile=(256, 256))
+    out, scratch = tmp_path / 'out', tmp_path / 'scratch'
+    scratch.mkdir()
+    proc = subprocess.Popen(
+        tool_command('infer_large.py', DEMO, demo_ckpt, image, '--out-dir', out,
+                     '--token-device', 'disk', '--scratch-dir', scratch, '--band-rows', 16),
+        cwd=str(REPO), env=tool_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True)
+    deadline = time.monotonic() + 120
+    while not any(scratch.iterdir()) and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)  # the token files' folder: the backbone has begun
+    assert proc.poll() is None, 'the run ended before it could be stopped'
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-3000:]
+    assert 'infer_large: stopped (SIGTERM)' in err and 'Traceback' not in err
+    assert list(scratch.iterdir()) == []
+    assert not out.exists() or list(out.iterdir()) == []
