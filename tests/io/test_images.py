@@ -6,7 +6,6 @@ corrupt files refused with an error naming them, and no full-size copy made
 beyond the one array; 8- and 16-bit label PNGs read back equal.
 """
 import re
-import tracemalloc
 
 import cv2
 import numpy as np
@@ -14,6 +13,7 @@ import pytest
 import tifffile
 from PIL import Image
 
+from tests.models.memory_tracker import traced_peak
 from ufo_mm.io import images
 from ufo_mm.io.images import ImageReadError, lifted_pil_limit, read_image, write_labels
 
@@ -219,16 +219,6 @@ def test_corrupt_files_raise_an_error_naming_them(name, smooth, tmp_path):
 def test_missing_file(tmp_path):
     with pytest.raises(FileNotFoundError, match='nothing.png'):
         read_image(tmp_path / 'nothing.png')
-
-
-def traced_peak(fn):
-    """(result, peak bytes numpy and Python allocated while ``fn`` ran)."""
-    tracemalloc.start()
-    try:
-        result = fn()
-        return result, tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
 
 
 @pytest.mark.parametrize('name', ['rgb.tif', 'grey.tif', 'rgb.png'])

@@ -1,5 +1,6 @@
 """Count what a forward really allocates: a dispatch mode that adds up the
 bytes of every tensor storage an op creates and subtracts them when freed."""
+import tracemalloc
 import weakref
 
 import torch
@@ -35,3 +36,13 @@ class LiveTensorTracker(TorchDispatchMode):
                 self.peak = max(self.peak, self.live)
                 weakref.finalize(storage, self._free, key, storage.nbytes())
         return out
+
+
+def traced_peak(fn):
+    """(result, peak bytes numpy and Python allocated while ``fn`` ran)."""
+    tracemalloc.start()
+    try:
+        result = fn()
+        return result, tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()

@@ -1,11 +1,11 @@
 """ufo_mm.visualization.overlays: label colours, the overlay's size and
 colours, the image shrunk band by band (only bands of a large image copied)."""
-import tracemalloc
 
 import cv2
 import numpy as np
 import pytest
 
+from tests.models.memory_tracker import traced_peak
 from ufo_mm.visualization import overlays
 from ufo_mm.visualization.overlays import (IGNORE_COLOUR, colour_labels, overlay_size,
                                            shrink_image, shrink_labels, write_overlay)
@@ -18,16 +18,6 @@ def smooth():
     """(301, 457, 3) uint8 RGB gradients (JPEG keeps them within a few levels)."""
     y, x = np.mgrid[0:301, 0:457]
     return np.stack([x * 255 // 456, y * 255 // 300, (x + y) % 256], -1).astype(np.uint8)
-
-
-def traced_peak(fn):
-    """(result, peak bytes numpy and Python allocated while ``fn`` ran)."""
-    tracemalloc.start()
-    try:
-        result = fn()
-        return result, tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
 
 
 def test_colour_labels_maps_palette_and_blacks_out_ignored():

@@ -80,6 +80,19 @@ def lifted_pil_limit():
         Image.MAX_IMAGE_PIXELS, ImageFile.LOAD_TRUNCATED_IMAGES = saved
 
 
+def file_head(path: Path, error=None) -> bytes:
+    """The first 8 bytes of the image file ``path`` (its format's magic
+    number): FileNotFoundError for a missing file, ``error`` (an exception
+    class; ImageReadError by default) naming it for an empty one."""
+    if not path.is_file():
+        raise FileNotFoundError(f'no such image file: {path}')
+    with open(path, 'rb') as f:
+        head = f.read(8)
+    if not head:
+        raise (error or ImageReadError)(f'{path}: empty file')
+    return head
+
+
 def read_image(path: PathLike, channel_order: str = 'rgb',
                max_pixels: int = MAX_PIXELS) -> np.ndarray:
     """The image at ``path`` as one (H, W, 3) uint8 C-contiguous array, its
@@ -93,12 +106,7 @@ def read_image(path: PathLike, channel_order: str = 'rgb',
     if channel_order not in ('rgb', 'bgr'):
         raise ValueError(f"channel_order must be 'rgb' or 'bgr', got {channel_order!r}")
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f'no such image file: {path}')
-    with open(path, 'rb') as f:
-        head = f.read(8)
-    if not head:
-        raise ImageReadError(f'{path}: empty file')
+    head = file_head(path, ImageReadError)
     reader = _read_tiff if head[:4] in TIFF_MAGIC else _read_pil
     try:
         return reader(path, channel_order, max_pixels)

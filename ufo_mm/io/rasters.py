@@ -57,7 +57,7 @@ from typing import Dict, Optional, Tuple, Union
 
 import numpy as np
 
-from .images import TIFF_MAGIC, ImageReadError, fill_rows, read_image
+from .images import TIFF_MAGIC, ImageReadError, file_head, fill_rows, read_image
 
 PathLike = Union[str, os.PathLike]
 
@@ -362,12 +362,7 @@ def open_raster(path: PathLike, level: Optional[int] = None) -> RasterSource:
     one that cannot be read.
     """
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f'no such image file: {path}')
-    with open(path, 'rb') as f:
-        head = f.read(8)
-    if not head:
-        raise RasterError(f'{path}: empty file')
+    head = file_head(path, RasterError)
     if head[:4] not in TIFF_MAGIC:
         if level not in (None, 0):
             raise RasterError(f'{path}: not a TIFF, so no pyramid level {level}')
