@@ -21,7 +21,7 @@ route compose (the block's residual structure is theirs, not this module's).
 parameters it uses, so the reference and this route can never hold different
 weights.
 """
-from typing import Optional, Sequence, Tuple
+from typing import Optional
 
 import torch
 import torch.nn as nn
