@@ -3,21 +3,30 @@
 Streamed UFO-ViT (``ufo_mm.streaming``), the same model whole-image and in
 mmseg's slide mode (512 crops, stride 341), Swin-T UperNet whole and slide;
 each case in its own process (peak RSS of that case alone), random weights
-and image. Writes ``large_image.{json,md,png}`` to ``--out-dir`` and prints
-the table; the logic is ``ufo_mm.benchmark.large_image``.
+and image. ``file`` and ``budget`` run infer_large's route on a tiled TIFF
+(read and labels written band by band), ``budget`` under ``--max-ram-gb``
+(the token tensors spilled to disk when they do not fit it); the TIFFs are
+written into a temporary folder in ``--scratch-dir``, removed at the end.
+Writes ``large_image.{json,md,png}`` to ``--out-dir`` and prints the table;
+the logic is ``ufo_mm.benchmark.large_image``.
 
 Examples::
 
     python tools/benchmark_large.py --sides 1024 2048 4096 8192 16384
     python tools/benchmark_large.py --models upernet_ufo_s12 --methods stream --sides 8192
+    python tools/benchmark_large.py --models fpn_ufo_s12 --methods file budget \\
+        --sides 4096 8192 16384 32768 --max-ram-gb 4 --threads 2
     python tools/benchmark_large.py --from-json a/large_image.json b/large_image.json \\
         --out-dir docs/large_images
 """
 import argparse
 import json
+import os
 import os.path as osp
 import platform
+import shutil
 import sys
+import tempfile
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
@@ -36,6 +45,11 @@ def parse_args(argv=None):
     parser.add_argument('--mem-limit-gb', type=float, default=22.,
                         help='a case past this resident set is stopped (out of memory)')
     parser.add_argument('--timeout', type=float, default=7200., help='seconds per case')
+    parser.add_argument('--max-ram-gb', type=float, default=4.,
+                        help="the 'budget' method's memory budget, GiB")
+    parser.add_argument('--scratch-dir', default=None,
+                        help="where the 'file' and 'budget' methods' TIFFs and spilled tokens "
+                             'go (a temporary folder, removed at the end); None: --out-dir')
     parser.add_argument('--out-dir', default='work_dirs/benchmark_large')
     parser.add_argument('--from-json', nargs='+', metavar='JSON',
                         help='measure nothing: tabulate and plot the rows of earlier runs '
@@ -52,9 +66,16 @@ def main(argv=None):
     if args.from_json:
         rows = [row for path in args.from_json for row in json.load(open(path))]
     else:
-        cases = bench.plan_cases(args.models, args.methods, args.sides, args.threads)
-        rows = bench.run_cases(cases, args.mem_limit_gb, args.timeout,
-                               log=lambda line: print(line, flush=True))
+        scratch = args.scratch_dir or args.out_dir
+        os.makedirs(scratch, exist_ok=True)
+        image_dir = tempfile.mkdtemp(prefix='ufo-mm-benchmark-', dir=scratch)
+        try:
+            cases = bench.plan_cases(args.models, args.methods, args.sides, args.threads,
+                                     args.max_ram_gb, image_dir)
+            rows = bench.run_cases(cases, args.mem_limit_gb, args.timeout,
+                                   log=lambda line: print(line, flush=True))
+        finally:
+            shutil.rmtree(image_dir, ignore_errors=True)
     bench.write_outputs(rows, args.out_dir, title)
     print(bench.markdown(rows))
     print(f'wrote {args.out_dir}/large_image.{{json,md,png}}')

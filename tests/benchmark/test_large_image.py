@@ -59,3 +59,39 @@ def test_one_real_case_in_its_own_process():
     assert row['status'] == 'ok', row
     assert row['seconds'] > 0 and row['cpu_seconds'] > 0
     assert 0.2 < row['ready_rss_gb'] <= row['peak_rss_gb'] < 8
+
+
+def test_file_and_budget_cases_and_the_spilling_ratio(tmp_path):
+    cases = bench.plan_cases(['fpn_ufo_s12', 'upernet_swin_t'], ['file', 'budget', 'whole'],
+                             [2048, 1024], threads=1, max_ram_gb=4, image_dir=str(tmp_path))
+    assert [(c['model'], c['method'], c['side']) for c in cases] == [
+        ('fpn_ufo_s12', 'file', 1024), ('fpn_ufo_s12', 'file', 2048),
+        ('fpn_ufo_s12', 'budget', 1024), ('fpn_ufo_s12', 'budget', 2048),
+        ('fpn_ufo_s12', 'whole', 1024), ('fpn_ufo_s12', 'whole', 2048),
+        ('upernet_swin_t', 'whole', 1024), ('upernet_swin_t', 'whole', 2048)]
+    assert all(c['image_dir'] == str(tmp_path) for c in cases[:4])
+    assert [c.get('max_ram_gb') for c in cases[:4]] == [None, None, 4, 4]
+    rows = [dict(model='fpn_ufo_s12', method='file', side=8192, status='ok', seconds=100.,
+                 peak_rss_gb=3.0),
+            dict(model='fpn_ufo_s12', method='budget', side=8192, status='ok', seconds=110.,
+                 peak_rss_gb=2.0, max_ram_gb=4, token_place='disk'),
+            dict(model='fpn_ufo_s12', method='budget', side=32768, status='ok',
+                 seconds=16 * 100. * 1.15, peak_rss_gb=3.9, max_ram_gb=4, token_place='disk')]
+    bench.write_outputs(rows, str(tmp_path), 'test run')
+    assert rows[1]['per_px_vs_file'] == pytest.approx(1.1) and rows[1]['file_side'] == 8192
+    # no file run at 32768: against the largest side the file method ran at
+    assert rows[2]['per_px_vs_file'] == pytest.approx(1.15) and rows[2]['file_side'] == 8192
+    table = (tmp_path / 'large_image.md').read_text()
+    assert '| 4 GiB: disk; 1.15 (file at 8192) |' in table
+
+
+def test_a_real_budget_case_reads_and_writes_tiffs(tmp_path):
+    case = dict(model='fpn_ufo_s12', method='budget', side=96, threads=1, max_ram_gb=8,
+                image_dir=str(tmp_path))
+    row = harness.run_in_child(bench.CASE_MODULE, case, mem_limit_gb=8, timeout_s=300, threads=1)
+    assert row['status'] == 'ok', row
+    assert row['token_place'] in ('compute', 'disk') and row['token_gb'] is not None
+    import tifffile
+    image = tifffile.TiffFile(str(tmp_path / 'noise_96.tif'))
+    assert image.pages[0].is_tiled and image.pages[0].shape == (96, 96, 3)
+    assert not list(tmp_path.glob('labels_*'))  # the label file removed after the case

@@ -2,6 +2,16 @@
 streamed UFO-ViT (:mod:`ufo_mm.streaming`), the same model whole-image and in
 mmseg's slide mode, Swin-T UperNet whole and slide.
 
+Methods: ``stream``, ``whole`` and ``slide`` segment an image held in memory
+into a label map held in memory. ``file`` and ``budget`` run what
+``tools/infer_large.py`` runs on a TIFF
+(:func:`ufo_mm.apis.file_segmentation.segment_raster`): a tiled TIFF read
+band by band, the labels written band by band to a tiled TIFF; ``file`` keeps
+the token tensors in RAM, ``budget`` gives the process a memory budget
+(``max_ram_gb``), so that they go to disk when they do not fit it. The TIFF
+(random pixels, uncompressed 512-px tiles) is written before the clock starts
+into the case's ``image_dir``, once per side.
+
 Each case runs in a fresh Python process of its own
 (:mod:`ufo_mm.benchmark.harness`, which runs :func:`run_case` there), so its
 peak resident set (``ru_maxrss``: everything the process held, imports and
@@ -32,7 +42,9 @@ SEGMENTORS = {
         config='mmseg::swin/swin-tiny-patch4-window7-in1k-pre_upernet_8xb2-160k_'
                'ade20k-512x512.py'),
 }
-METHODS = ('stream', 'whole', 'slide')
+METHODS = ('stream', 'file', 'budget', 'whole', 'slide')
+#: the methods that stream (they need a UFO-ViT backbone)
+STREAMED = ('stream', 'file', 'budget')
 SLIDE = dict(crop_size=(512, 512), stride=(341, 341))
 #: the case module the children run (its :func:`run_case`)
 CASE_MODULE = 'ufo_mm.benchmark.large_image'
@@ -61,6 +73,8 @@ def run_case(case: dict) -> dict:
     torch.set_num_threads(case['threads'])
     model = build_segmentor(case['model'])
     side = case['side']
+    if case['method'] in ('file', 'budget'):
+        return run_file_case(case, model)
     image = np.random.default_rng(0).integers(0, 256, (side, side, 3), dtype=np.uint8)
 
     def segment():
@@ -79,13 +93,62 @@ def run_case(case: dict) -> dict:
     return dict(case, status='ok', **measured)
 
 
-def plan_cases(models: List[str], methods: List[str], sides: List[int],
-               threads: int) -> List[dict]:
+def noise_tiff(path: str, side: int, tile: int = 512) -> str:
+    """A ``side`` x ``side`` RGB tiled TIFF of random pixels at ``path``
+    (BigTIFF, uncompressed), written tile by tile; kept when it exists."""
+    import numpy as np
+    import tifffile
+    if osp.exists(path):
+        return path
+    rng = np.random.default_rng(side)
+    tiles = (rng.integers(0, 256, (tile, tile, 3), dtype=np.uint8)
+             for _ in range(((side + tile - 1) // tile) ** 2))
+    tifffile.imwrite(path + '.part', tiles, shape=(side, side, 3), dtype=np.uint8,
+                     tile=(tile, tile), photometric='rgb', bigtiff=True)
+    os.replace(path + '.part', path)
+    return path
+
+
+def run_file_case(case: dict, model) -> dict:
+    """A ``file`` or ``budget`` case: the TIFF of its side segmented into a
+    label TIFF by :func:`ufo_mm.apis.file_segmentation.segment_raster`,
+    measured (the label file removed after)."""
+    from ufo_mm.apis.file_segmentation import segment_raster
+    from ufo_mm.io.rasters import open_raster
+    side = case['side']
+    image = noise_tiff(osp.join(case['image_dir'], f'noise_{side}.tif'), side)
+    labels = osp.join(case['image_dir'], f"labels_{side}_{case['method']}.tif")
+    budget = case.get('max_ram_gb') if case['method'] == 'budget' else None
+    try:
+        with open_raster(image) as raster:
+            info, measured = measure_call(lambda: segment_raster(
+                model, raster, labels, max_ram_gb=budget, scratch_dir=case['image_dir']))
+    finally:
+        if osp.exists(labels):
+            os.remove(labels)
+    return dict(case, status='ok', token_place=info['token_place'], token_gb=info['token_gb'],
+                **measured)
+
+
+def plan_cases(models: List[str], methods: List[str], sides: List[int], threads: int,
+               max_ram_gb: float = 4., image_dir: Optional[str] = None) -> List[dict]:
     """The cases in order: per model, per method, the sides from small to
-    large; no 'stream' for a model that cannot be streamed (Swin-T)."""
-    return [dict(model=m, method=meth, side=s, threads=threads)
-            for m in models for meth in methods for s in sorted(sides)
-            if meth != 'stream' or SEGMENTORS[m].get('streams', True)]
+    large; no streamed method for a model that cannot be streamed (Swin-T).
+    ``file`` and ``budget`` cases get ``image_dir`` (their TIFFs' folder),
+    ``budget`` cases ``max_ram_gb``."""
+    cases = []
+    for m in models:
+        for meth in methods:
+            if meth in STREAMED and not SEGMENTORS[m].get('streams', True):
+                continue
+            for s in sorted(sides):
+                case = dict(model=m, method=meth, side=s, threads=threads)
+                if meth in ('file', 'budget'):
+                    case['image_dir'] = image_dir
+                if meth == 'budget':
+                    case['max_ram_gb'] = max_ram_gb
+                cases.append(case)
+    return cases
 
 
 def run_cases(cases: List[dict], mem_limit_gb: float, timeout_s: float,
@@ -100,7 +163,10 @@ def run_cases(cases: List[dict], mem_limit_gb: float, timeout_s: float,
 def add_per_pixel_ratios(rows: List[dict], reference_side: Optional[int] = None) -> None:
     """``s_per_mpx`` of each row, and ``per_px_vs_whole``: its time per pixel
     over the same model's whole-image time per pixel at ``reference_side``
-    (default: the largest side whole-image ran at)."""
+    (default: the largest side whole-image ran at). A ``budget`` row also gets
+    ``per_px_vs_file`` (and ``file_side``): its time per pixel over the same
+    model's ``file`` run (tokens in RAM) at the same side, else at the largest
+    side ``file`` ran at: what spilling the tokens costs."""
     ok = [r for r in rows if r['status'] == 'ok']
     for r in ok:
         r['s_per_mpx'] = round(r['seconds'] / (r['side'] ** 2 / 1e6), 3)
@@ -115,25 +181,37 @@ def add_per_pixel_ratios(rows: List[dict], reference_side: Optional[int] = None)
             r['whole_side'] = ref['side']
             if 'cpu_s_per_mpx' in r and 'cpu_s_per_mpx' in ref:
                 r['cpu_per_px_vs_whole'] = round(r['cpu_s_per_mpx'] / ref['cpu_s_per_mpx'], 3)
+        in_ram = [f for f in ok if f['model'] == r['model'] and f['method'] == 'file']
+        if r['method'] == 'budget' and in_ram:
+            same = [f for f in in_ram if f['side'] == r['side']]
+            ref = same[0] if same else max(in_ram, key=lambda f: f['side'])
+            r['per_px_vs_file'] = round(r['s_per_mpx'] / ref['s_per_mpx'], 3)
+            r['file_side'] = ref['side']
 
 
 def markdown(rows: List[dict]) -> str:
     lines = ['| model | method | side | seconds | CPU seconds | s / Mpx | peak RSS (GiB) | '
-             'per pixel vs whole (wall; CPU) |', '|---|---|---|---|---|---|---|---|']
+             'per pixel vs whole (wall; CPU) | budget: tokens; per pixel vs file |',
+             '|---|---|---|---|---|---|---|---|---|']
     for r in rows:
         label = SEGMENTORS[r['model']]['label']
         if r['status'] != 'ok':
             lines.append(f"| {label} | {r['method']} | {r['side']} | {r['status']} | | | "
-                         f"{r.get('peak_rss_gb', '')} | |")
+                         f"{r.get('peak_rss_gb', '')} | | |")
             continue
         vs = f"{r['per_px_vs_whole']:.2f}" if 'per_px_vs_whole' in r else ''
         if 'cpu_per_px_vs_whole' in r:
             vs += f"; {r['cpu_per_px_vs_whole']:.2f}"
         if vs:
             vs += f" (whole at {r['whole_side']})"
+        spill = ''
+        if r['method'] == 'budget':
+            spill = f"{r.get('max_ram_gb')} GiB: {r.get('token_place')}"
+            if 'per_px_vs_file' in r:
+                spill += f"; {r['per_px_vs_file']:.2f} (file at {r['file_side']})"
         lines.append(f"| {label} | {r['method']} | {r['side']} | {r['seconds']:.1f} | "
                      f"{r.get('cpu_seconds', '')} | {r['s_per_mpx']:.2f} | "
-                     f"{r['peak_rss_gb']:.2f} | {vs} |")
+                     f"{r['peak_rss_gb']:.2f} | {vs} | {spill} |")
     return '\n'.join(lines)
 
 
@@ -149,7 +227,9 @@ def plot(rows: List[dict], path: str, title: str) -> None:
     for (model, method), rs in sorted(series.items()):
         rs = sorted(rs, key=lambda r: r['side'])
         label = f"{SEGMENTORS[model]['label']}, {method}"
-        style = '-o' if method == 'stream' else ('--s' if method == 'whole' else ':^')
+        if method == 'budget':
+            label += f" ({rs[0].get('max_ram_gb')} GiB)"
+        style = {'stream': '-o', 'file': '-.d', 'budget': '-v', 'whole': '--s'}.get(method, ':^')
         axes[0].plot([r['side'] for r in rs], [r['peak_rss_gb'] for r in rs], style, label=label)
         axes[1].plot([r['side'] for r in rs], [r['seconds'] for r in rs], style, label=label)
     failed_at: Dict[int, int] = {}  # side -> failures labelled there so far (stacked)
