@@ -2,25 +2,18 @@
 import json
 import os
 from pathlib import Path
-from typing import Optional, Sequence, Union
+from typing import Iterator, Optional, Sequence, Union
 
 PathLike = Union[str, os.PathLike]
 
 
-def write_instances(path: PathLike, instances, height: int, width: int,
-                    classes: Optional[Sequence[str]] = None) -> Path:
-    """Write detections (mmdet's ``InstanceData`` with masks as COCO RLE, as
-    :func:`ufo_mm.streaming.detector.detect_large` gives) as JSON:
-    ``{"height", "width", "classes", "instances": [{"bbox": [x, y, w, h],
-    "score", "category_id", "category", "segmentation": RLE}]}``, each as in a
-    COCO results file (``segmentation`` only when there are masks). Returns
-    the path."""
-    bboxes = instances.bboxes.tolist()
-    scores = instances.scores.tolist()
-    labels = instances.labels.tolist()
+def instance_rows(instances, classes: Optional[Sequence[str]] = None) -> Iterator[dict]:
+    """The COCO-style row of each detection, one at a time: ``bbox`` [x, y,
+    w, h], ``score``, ``category_id``, ``category`` (with ``classes``) and
+    ``segmentation`` (an RLE, when the instances have masks)."""
     masks = instances.masks if 'masks' in instances else None
-    rows = []
-    for i, ((x1, y1, x2, y2), score, label) in enumerate(zip(bboxes, scores, labels)):
+    for i, ((x1, y1, x2, y2), score, label) in enumerate(zip(
+            instances.bboxes.tolist(), instances.scores.tolist(), instances.labels.tolist())):
         row = dict(bbox=[round(x1, 2), round(y1, 2), round(x2 - x1, 2), round(y2 - y1, 2)],
                    score=round(score, 5), category_id=int(label))
         if classes is not None and 0 <= label < len(classes):
@@ -30,10 +23,34 @@ def write_instances(path: PathLike, instances, height: int, width: int,
             if isinstance(rle['counts'], bytes):
                 rle['counts'] = rle['counts'].decode()
             row['segmentation'] = dict(size=[int(n) for n in rle['size']], counts=rle['counts'])
-        rows.append(row)
+        yield row
+
+
+def write_instances(path: PathLike, instances, height: int, width: int,
+                    classes: Optional[Sequence[str]] = None) -> Path:
+    """Write detections (mmdet's ``InstanceData`` with masks as COCO RLE, as
+    :func:`ufo_mm.streaming.detector.detect_large` gives) as JSON:
+    ``{"height", "width", "classes", "instances": [{"bbox": [x, y, w, h],
+    "score", "category_id", "category", "segmentation": RLE}]}``, each as in a
+    COCO results file (``segmentation`` only when there are masks).
+
+    The file is written as it goes, one instance at a time (no JSON text of
+    the whole file is ever held), under a temporary name renamed to ``path``
+    once complete: after an error (a full disk) nothing is left under
+    ``path``, nor the temporary file. Returns the path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(dict(height=int(height), width=int(width),
-                                    classes=list(classes) if classes is not None else None,
-                                    instances=rows)))
+    part = path.with_name(f'.{path.stem}.part{path.suffix}')
+    head = dict(height=int(height), width=int(width),
+                classes=list(classes) if classes is not None else None)
+    try:
+        with open(part, 'w') as f:
+            f.write(json.dumps(head)[:-1] + ', "instances": [')
+            for i, row in enumerate(instance_rows(instances, classes)):
+                f.write((', ' if i else '') + json.dumps(row))
+            f.write(']}')
+        os.replace(part, path)
+    finally:
+        if part.exists():
+            part.unlink()
     return path
