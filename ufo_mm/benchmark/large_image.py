@@ -43,8 +43,10 @@ SEGMENTORS = {
                'ade20k-512x512.py'),
 }
 METHODS = ('stream', 'file', 'budget', 'whole', 'slide')
+#: the methods that read a TIFF and write one (infer_large's route)
+FILE_METHODS = ('file', 'budget')
 #: the methods that stream (they need a UFO-ViT backbone)
-STREAMED = ('stream', 'file', 'budget')
+STREAMED = ('stream',) + FILE_METHODS
 SLIDE = dict(crop_size=(512, 512), stride=(341, 341))
 #: the case module the children run (its :func:`run_case`)
 CASE_MODULE = 'ufo_mm.benchmark.large_image'
@@ -73,7 +75,7 @@ def run_case(case: dict) -> dict:
     torch.set_num_threads(case['threads'])
     model = build_segmentor(case['model'])
     side = case['side']
-    if case['method'] in ('file', 'budget'):
+    if case['method'] in FILE_METHODS:
         return run_file_case(case, model)
     image = np.random.default_rng(0).integers(0, 256, (side, side, 3), dtype=np.uint8)
 
@@ -98,14 +100,16 @@ def noise_tiff(path: str, side: int, tile: int = 512) -> str:
     (BigTIFF, uncompressed), written tile by tile; kept when it exists."""
     import numpy as np
     import tifffile
+
+    from ufo_mm.io.images import replaced_when_written
     if osp.exists(path):
         return path
     rng = np.random.default_rng(side)
     tiles = (rng.integers(0, 256, (tile, tile, 3), dtype=np.uint8)
              for _ in range(((side + tile - 1) // tile) ** 2))
-    tifffile.imwrite(path + '.part', tiles, shape=(side, side, 3), dtype=np.uint8,
-                     tile=(tile, tile), photometric='rgb', bigtiff=True)
-    os.replace(path + '.part', path)
+    with replaced_when_written(path) as part:
+        tifffile.imwrite(part, tiles, shape=(side, side, 3), dtype=np.uint8,
+                         tile=(tile, tile), photometric='rgb', bigtiff=True)
     return path
 
 
@@ -143,7 +147,7 @@ def plan_cases(models: List[str], methods: List[str], sides: List[int], threads:
                 continue
             for s in sorted(sides):
                 case = dict(model=m, method=meth, side=s, threads=threads)
-                if meth in ('file', 'budget'):
+                if meth in FILE_METHODS:
                     case['image_dir'] = image_dir
                 if meth == 'budget':
                     case['max_ram_gb'] = max_ram_gb
@@ -181,8 +185,9 @@ def add_per_pixel_ratios(rows: List[dict], reference_side: Optional[int] = None)
             r['whole_side'] = ref['side']
             if 'cpu_s_per_mpx' in r and 'cpu_s_per_mpx' in ref:
                 r['cpu_per_px_vs_whole'] = round(r['cpu_s_per_mpx'] / ref['cpu_s_per_mpx'], 3)
-        in_ram = [f for f in ok if f['model'] == r['model'] and f['method'] == 'file']
-        if r['method'] == 'budget' and in_ram:
+        in_ram = [f for f in ok if f['model'] == r['model'] and f['method'] == 'file'] \
+            if r['method'] == 'budget' else []
+        if in_ram:
             same = [f for f in in_ram if f['side'] == r['side']]
             ref = same[0] if same else max(in_ram, key=lambda f: f['side'])
             r['per_px_vs_file'] = round(r['s_per_mpx'] / ref['s_per_mpx'], 3)

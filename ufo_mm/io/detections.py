@@ -4,6 +4,8 @@ import os
 from pathlib import Path
 from typing import Iterator, Optional, Sequence, Union
 
+from .images import replaced_when_written
+
 PathLike = Union[str, os.PathLike]
 
 
@@ -38,19 +40,11 @@ def write_instances(path: PathLike, instances, height: int, width: int,
     the whole file is ever held), under a temporary name renamed to ``path``
     once complete: after an error (a full disk) nothing is left under
     ``path``, nor the temporary file. Returns the path."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    part = path.with_name(f'.{path.stem}.part{path.suffix}')
     head = dict(height=int(height), width=int(width),
                 classes=list(classes) if classes is not None else None)
-    try:
-        with open(part, 'w') as f:
-            f.write(json.dumps(head)[:-1] + ', "instances": [')
-            for i, row in enumerate(instance_rows(instances, classes)):
-                f.write((', ' if i else '') + json.dumps(row))
-            f.write(']}')
-        os.replace(part, path)
-    finally:
-        if part.exists():
-            part.unlink()
-    return path
+    with replaced_when_written(path) as part, open(part, 'w') as f:
+        f.write(json.dumps(head)[:-1] + ', "instances": [')
+        for i, row in enumerate(instance_rows(instances, classes)):
+            f.write((', ' if i else '') + json.dumps(row))
+        f.write(']}')
+    return Path(path)

@@ -42,7 +42,7 @@ Anything else (floating point, more than four channels, CMYK TIFF) raises
 import contextlib
 import os
 from pathlib import Path
-from typing import Callable, Optional, Union
+from typing import Callable, Iterator, Optional, Union
 
 import numpy as np
 
@@ -247,18 +247,28 @@ def write_labels(path: PathLike, labels: np.ndarray, num_classes: Optional[int] 
     return write_image(path, labels)
 
 
-def write_image(path: PathLike, array: np.ndarray) -> Path:
-    """``cv2.imwrite`` (format by the suffix; BGR or grey) under a temporary
-    name renamed to ``path`` once written: nothing half-written under ``path``."""
-    import cv2
+@contextlib.contextmanager
+def replaced_when_written(path: PathLike) -> Iterator[Path]:
+    """The temporary path (``.<stem>.part<suffix>`` beside ``path``, its folder
+    made) to write ``path``'s content to: renamed to ``path`` when the block
+    ends without an error, else removed. Nothing half-written is ever left
+    under ``path``, nor the temporary file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     part = path.with_name(f'.{path.stem}.part{path.suffix}')
     try:
-        if not cv2.imwrite(str(part), np.ascontiguousarray(array)):
-            raise OSError(f'could not write {path}')
+        yield part
         os.replace(part, path)
     finally:
         if part.exists():
             part.unlink()
-    return path
+
+
+def write_image(path: PathLike, array: np.ndarray) -> Path:
+    """``cv2.imwrite`` (format by the suffix; BGR or grey) under a temporary
+    name renamed to ``path`` once written: nothing half-written under ``path``."""
+    import cv2
+    with replaced_when_written(path) as part:
+        if not cv2.imwrite(str(part), np.ascontiguousarray(array)):
+            raise OSError(f'could not write {path}')
+    return Path(path)
