@@ -77,6 +77,7 @@ def test_max_pooling(x, k, s, ceil, band_rows):
     dict(size=(50, 31), mode='bilinear', align_corners=False),  # non-integer factors
     dict(size=(74, 46), mode='bilinear', align_corners=False),  # exactly 2x
     dict(size=(148, 23), mode='bilinear', align_corners=False),  # 4x rows, same width
+    dict(size=(H * 16, 23), mode='bilinear', align_corners=False),  # 16x: past the band route
     dict(size=(50, 31), mode='bilinear', align_corners=True),
     dict(size=(74, 46), mode='bilinear', align_corners=True),
     dict(size=(20, 12), mode='bilinear', align_corners=False),  # down-sampling
@@ -87,6 +88,28 @@ def test_max_pooling(x, k, s, ceil, band_rows):
 def test_resize_follows_interpolate(x, kw, band_rows):
     node = bands.Resize(source(x), **kw)
     close(whole(node, band_rows), F.interpolate(x, **kw))
+
+
+@pytest.mark.parametrize('s', (1, 2, 3))
+def test_resizing_a_pooled_map_to_a_large_one_makes_only_the_band_asked_for(monkeypatch, s):
+    """UperNet's pyramid pooling resizes 1 x 1 to 6 x 6 maps back to its
+    map's size (512 x 512 at 16384 px): a band of it must not cost the whole map."""
+    torch.manual_seed(5)
+    pooled = torch.randn(1, 8, s, s)
+    size, band = (s * 256, 300), 4
+    largest = []
+    interpolate = F.interpolate
+
+    def recorded(*args, **kwargs):
+        out = interpolate(*args, **kwargs)
+        largest.append(out.numel())
+        return out
+    monkeypatch.setattr(F, 'interpolate', recorded)
+    node = bands.Resize(bands.Tensor(pooled), size=size, mode='bilinear', align_corners=False)
+    out = whole(node, band)
+    assert max(largest) <= 8 * band * 2 * size[1]  # the rows of a band (and a halo), not all
+    monkeypatch.setattr(F, 'interpolate', interpolate)
+    close(out, F.interpolate(pooled, size=size, mode='bilinear', align_corners=False))
 
 
 @pytest.mark.parametrize('band_rows', BAND_ROWS)

@@ -349,6 +349,12 @@ def _source_index(out_lo: int, out_hi: int, in_size: int, out_size: int, mode: s
     return i0, i1, lam
 
 
+#: the largest integer row factor a :class:`Resize` computes with
+#: ``F.interpolate`` on a band of input rows (the pyramid's 2x to 8x); larger
+#: ones compute only the rows asked for, by the index arithmetic
+MAX_BAND_FACTOR = 8
+
+
 class Resize(Node):
     """``F.interpolate(x, size or scale_factor, mode, align_corners)`` for
     'bilinear' and 'nearest': along the rows by the index arithmetic above,
@@ -376,9 +382,12 @@ class Resize(Node):
         # An integer up-sampling factor f of the rows (out = f * in) without
         # align_corners is translation-equivariant in steps of f input rows:
         # F.interpolate on a band with one input row of margin above and
-        # below gives the whole map's rows.
+        # below gives the whole map's rows. It computes f rows per input row,
+        # so only small factors take that route: a pooled 1 x 1 map resized
+        # back to a 512-row map (UperNet's pyramid pooling at 16384 px) would
+        # make all 512 rows for every band (1 GiB, 2 s each time).
         f = self.height // inp.height
-        self.factor = f if (f >= 2 and self.height == f * inp.height and
+        self.factor = f if (2 <= f <= MAX_BAND_FACTOR and self.height == f * inp.height and
                             not self.align_corners and
                             (not self.scale_factor or self.scale_factor == f)) else None
 
