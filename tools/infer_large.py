@@ -35,7 +35,7 @@ Progress goes to stderr; the last line on stdout is one JSON object: height,
 width, seconds (the model), peak_rss_gb (the process's peak resident memory,
 GiB), peak_device_gb (on a GPU: ``torch.cuda.max_memory_allocated``, GiB;
 null on the CPU), token_place (where the token tensors lived: 'compute',
-'host' or 'disk'), image_read_seconds, write_seconds, band_rows, the outputs'
+'host' or 'disk'), image_read_seconds, write_seconds, band_rows (those used), the outputs'
 paths, and num_classes and labels_dtype (segmentation) or num_instances
 (detection). Reads PNG, JPEG and (Big)TIFF beyond PIL's and OpenCV's pixel
 limits (``ufo_mm.io.rasters``); detection holds the image whole.
@@ -182,7 +182,8 @@ def main(argv=None) -> dict:
             row.update(detect(args, model, image, path))
     row.update(peak_rss_gb=round(peak_rss_bytes() / 2**30, 3),
                peak_device_gb=peak_device_gb(device),
-               image_read_seconds=round(read_seconds, 3), band_rows=args.band_rows,
+               image_read_seconds=round(read_seconds, 3),
+               band_rows=row.get('band_rows', args.band_rows),
                token_dtype=args.token_dtype, max_ram_gb=args.max_ram_gb, device=args.device,
                threads=torch.get_num_threads())
     print(json.dumps(row), flush=True)

@@ -274,6 +274,43 @@ def test_labels_handed_band_by_band_to_a_sink(padded_fpn):
     assert np.array_equal(np.concatenate([rows for _, _, rows in got]), ref)
 
 
+def test_a_budget_thins_the_default_bands_to_fit_and_the_labels_stay(image, monkeypatch):
+    """Without ``band_rows``, a memory budget too small for the default bands
+    of the heads gets the tallest bands that fit it, not an error; the labels
+    are those of the default bands. Given ``band_rows`` are kept (and refused
+    when they do not fit)."""
+    from ufo_mm.analysis import process_stats
+    from ufo_mm.streaming.predict import (MIN_BAND_ROWS, budget_band_rows, default_band_rows,
+                                          head_band_bytes)
+    model = build(small_cfg(UPERNET))
+    meta = dict(ori_shape=HW, img_shape=HW, pad_shape=HW)
+    K = model.decode_head.out_channels
+    rows = default_band_rows(torch.device('cpu'), K, HW[1])
+    assert rows >= MIN_BAND_ROWS
+    assert default_band_rows(torch.device('cpu'), 150, 65536) == MIN_BAND_ROWS
+    thin = 5
+    assert thin < rows
+    monkeypatch.setattr(process_stats, 'rss_bytes', lambda: 2**30)  # 1 GiB held
+    labels_bytes = 8 * HW[0] * HW[1]  # int64, gathered whole
+    budget = 2**30 + labels_bytes + head_band_bytes(model, thin, HW[1])
+    assert budget_band_rows(model, rows, HW[1], budget - 2**30 - labels_bytes) == thin
+    assert budget_band_rows(model, rows, HW[1], 0) == 1
+    kw = dict(tokens_per_band=40)
+    with torch.no_grad():
+        ref, _ = predict(model, tensor_source(image), 3, meta, **kw)
+        info = {}
+        labels, _ = predict(model, tensor_source(image), 3, meta, max_ram_gb=budget / 2**30,
+                            info=info, **kw)
+        assert info['band_rows'] == thin and torch.equal(labels, ref)
+        info = {}
+        predict(model, tensor_source(image), 3, meta, max_ram_gb=2 * budget / 2**30, info=info,
+                **kw)
+        assert info['band_rows'] > thin
+        with pytest.raises(MemoryError, match='too small for one band'):
+            predict(model, tensor_source(image), 3, meta, max_ram_gb=budget / 2**30,
+                    band_rows=rows, **kw)
+
+
 @pytest.mark.parametrize('dtype', [None, 'bf16'])
 def test_tokens_spilled_to_disk_give_the_same_labels(image, tmp_path, monkeypatch, dtype):
     """A memory budget the tokens do not fit sends them to files in the

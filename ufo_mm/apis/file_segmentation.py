@@ -64,8 +64,9 @@ def segment_raster(model, raster, labels_path, overlay_path=None, *,
 
     Returns a dict: seconds (the model), write_seconds (finishing the label
     file and the overlay), num_classes, labels_dtype, token_place, token_gb,
-    ram_minimum_gb (see :func:`ufo_mm.streaming.predict.predict`'s
-    ``info``), labels, overlay (paths, as strings).
+    ram_minimum_gb, band_rows (the output rows per band used; see
+    :func:`ufo_mm.streaming.predict.predict`'s ``info``), labels, overlay
+    (paths, as strings).
     """
     import torch
 
@@ -131,5 +132,6 @@ def segment_raster(model, raster, labels_path, overlay_path=None, *,
     return dict(seconds=round(seconds, 3), write_seconds=round(time.perf_counter() - t, 3),
                 num_classes=num_classes, labels_dtype=dtype.name,
                 token_place=info.get('token_place'), token_gb=info.get('token_gb'),
-                ram_minimum_gb=info.get('ram_minimum_gb'), labels=str(labels_path),
+                ram_minimum_gb=info.get('ram_minimum_gb'), band_rows=info.get('band_rows'),
+                labels=str(labels_path),
                 overlay=None if overlay_path is None else str(overlay_path))

@@ -28,13 +28,29 @@ from .inputs import Progress, array_source, raster_source
 #: it), on the CPU and on a GPU (larger bands: fewer, longer kernels)
 LOGITS_BAND_BYTES = 64 << 20
 LOGITS_BAND_BYTES_CUDA = 1 << 30
+#: the fewest output rows a default band has, however wide the image: the
+#: resize of the stride-4 logits computes 4 rows per input row, with one input
+#: row of margin above and below a band, so thin bands compute mostly margin
+#: (Semantic FPN's neck and head alone at 32768 px wide, one thread: 300 ms
+#: a row in bands of 3 rows, 246 in 8, 205 in 16, 215 in 24)
+MIN_BAND_ROWS = 16
 
 
 def default_band_rows(device: torch.device, classes: int, width: int) -> int:
     """Output rows per band: ``LOGITS_BAND_BYTES`` (on a GPU
-    ``LOGITS_BAND_BYTES_CUDA``) of float32 logits ``width`` pixels wide."""
+    ``LOGITS_BAND_BYTES_CUDA``) of float32 logits ``width`` pixels wide, and
+    at least ``MIN_BAND_ROWS``."""
     budget = LOGITS_BAND_BYTES_CUDA if torch.device(device).type == 'cuda' else LOGITS_BAND_BYTES
-    return max(1, budget // (4 * classes * width))
+    return max(MIN_BAND_ROWS, budget // (4 * classes * width))
+
+
+def budget_band_rows(segmentor, band_rows: int, width: int, room: int) -> int:
+    """The tallest band, at most ``band_rows`` output rows, whose working
+    memory (:func:`head_band_bytes`) fits ``room`` bytes; 1 if none does (the
+    memory budget then refuses the run, naming its minimum)."""
+    while band_rows > 1 and head_band_bytes(segmentor, band_rows, width) > room:
+        band_rows -= 1
+    return band_rows
 
 
 def head_band_bytes(segmentor, band_rows: int, width: int) -> int:
@@ -88,7 +104,9 @@ def predict(segmentor, image: bands.Node, channels: int, meta: Optional[dict] = 
 
     ``meta``: the image's meta information (mmseg's ``metainfo``: img_shape,
     pad_shape, padding_size, ori_shape); None for an unpadded image.
-    ``band_rows``: output rows per band (default: 64 MB of logits, 1 GB on a GPU).
+    ``band_rows``: output rows per band (default: 64 MB of logits, 1 GB on a
+    GPU, at least ``MIN_BAND_ROWS``; within a memory budget, thinner where
+    the budget needs it: :func:`budget_band_rows`).
     ``progress(done, total)``: called as the work advances.
     ``token_dtype``: storage of the backbone's token tensors (see
     :class:`.backbone.StreamedUFOViT`; bf16 halves the largest part of the
@@ -121,11 +139,16 @@ def predict(segmentor, image: bands.Node, channels: int, meta: Optional[dict] = 
     K = head.out_channels
     device = next(segmentor.backbone.parameters()).device
     cuda = device.type == 'cuda'
+    labels_bytes = 0
+    if labels_sink is None and max_ram_gb is not None:  # the label map, gathered whole
+        labels_bytes = ori[0] * ori[1] * torch.empty((), dtype=labels_dtype).element_size()
     if band_rows is None:
         band_rows = default_band_rows(device, K, ori[1])
-    reserve = head_band_bytes(segmentor, band_rows, size[1])
-    if labels_sink is None and max_ram_gb is not None:  # the label map, gathered whole
-        reserve += ori[0] * ori[1] * torch.empty((), dtype=labels_dtype).element_size()
+        if max_ram_gb is not None:  # thinner bands where the budget needs them
+            process_stats.release_free_heap()
+            room = round(max_ram_gb * 2**30) - process_stats.rss_bytes() - labels_bytes
+            band_rows = budget_band_rows(segmentor, band_rows, size[1], room)
+    reserve = head_band_bytes(segmentor, band_rows, size[1]) + labels_bytes
     streamed = StreamedUFOViT(
         segmentor.backbone, tokens_per_band, token_dtype=token_dtype, token_device=token_device,
         max_ram=None if max_ram_gb is None else round(max_ram_gb * 2**30),
