@@ -47,6 +47,9 @@ def parse_args(argv=None):
     parser.add_argument('--timeout', type=float, default=7200., help='seconds per case')
     parser.add_argument('--max-ram-gb', type=float, default=4.,
                         help="the 'budget' method's memory budget, GiB")
+    parser.add_argument('--token-dtype', choices=('fp32', 'bf16'), default='fp32',
+                        help="storage of the streamed methods' token tensors (bf16: half the "
+                             'memory; the heads still compute in fp32)')
     parser.add_argument('--scratch-dir', default=None,
                         help="where the 'file' and 'budget' methods' TIFFs and spilled tokens "
                              'go (a temporary folder, removed at the end); None: --out-dir')
@@ -61,7 +64,7 @@ def main(argv=None):
     args = parse_args(argv)
     from ufo_mm import cpu_features
     title = (f'{platform.node() or "host"}: {cpu_features.bf16_status()}; fp32, '
-             f'{args.threads} threads, random weights')
+             f'{args.token_dtype} tokens, {args.threads} threads, random weights')
     print(title, flush=True)
     if args.from_json:
         rows = [row for path in args.from_json for row in json.load(open(path))]
@@ -71,7 +74,8 @@ def main(argv=None):
         image_dir = tempfile.mkdtemp(prefix='ufo-mm-benchmark-', dir=scratch)
         try:
             cases = bench.plan_cases(args.models, args.methods, args.sides, args.threads,
-                                     args.max_ram_gb, image_dir)
+                                     args.max_ram_gb, image_dir,
+                                     None if args.token_dtype == 'fp32' else args.token_dtype)
             rows = bench.run_cases(cases, args.mem_limit_gb, args.timeout,
                                    log=lambda line: print(line, flush=True))
         finally:

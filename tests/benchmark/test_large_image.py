@@ -71,6 +71,9 @@ def test_file_and_budget_cases_and_the_spilling_ratio(tmp_path):
         ('upernet_swin_t', 'whole', 1024), ('upernet_swin_t', 'whole', 2048)]
     assert all(c['image_dir'] == str(tmp_path) for c in cases[:4])
     assert [c.get('max_ram_gb') for c in cases[:4]] == [None, None, 4, 4]
+    bf16 = bench.plan_cases(['fpn_ufo_s12'], ['stream', 'budget', 'whole'], [1024], threads=1,
+                            token_dtype='bf16')
+    assert [c.get('token_dtype') for c in bf16] == ['bf16', 'bf16', None]
     rows = [dict(model='fpn_ufo_s12', method='file', side=8192, status='ok', seconds=100.,
                  peak_rss_gb=3.0),
             dict(model='fpn_ufo_s12', method='budget', side=8192, status='ok', seconds=110.,
@@ -87,10 +90,11 @@ def test_file_and_budget_cases_and_the_spilling_ratio(tmp_path):
 
 def test_a_real_budget_case_reads_and_writes_tiffs(tmp_path):
     case = dict(model='fpn_ufo_s12', method='budget', side=96, threads=1, max_ram_gb=8,
-                image_dir=str(tmp_path))
+                image_dir=str(tmp_path), token_dtype='bf16')
     row = harness.run_in_child(bench.CASE_MODULE, case, mem_limit_gb=8, timeout_s=300, threads=1)
     assert row['status'] == 'ok', row
     assert row['token_place'] in ('compute', 'disk') and row['token_gb'] is not None
+    assert row['band_rows'] >= 96  # the default for this width: all rows in one band
     import tifffile
     image = tifffile.TiffFile(str(tmp_path / 'noise_96.tif'))
     assert image.pages[0].is_tiled and image.pages[0].shape == (96, 96, 3)

@@ -71,6 +71,7 @@ def run_case(case: dict) -> dict:
     from mmseg.structures import SegDataSample
 
     from ufo_mm.streaming import segment_large
+    from ufo_mm.streaming.inputs import token_dtype
 
     torch.set_num_threads(case['threads'])
     model = build_segmentor(case['model'])
@@ -82,7 +83,8 @@ def run_case(case: dict) -> dict:
     def segment():
         with torch.no_grad():
             if case['method'] == 'stream':
-                return segment_large(model, image)
+                return segment_large(model, image,
+                                     token_dtype=token_dtype(case.get('token_dtype')))
             from mmengine.config import ConfigDict
             model.test_cfg = ConfigDict(mode='whole') if case['method'] == 'whole' else \
                 ConfigDict(mode='slide', **SLIDE)
@@ -119,6 +121,7 @@ def run_file_case(case: dict, model) -> dict:
     measured (the label file removed after)."""
     from ufo_mm.apis.file_segmentation import segment_raster
     from ufo_mm.io.rasters import open_raster
+    from ufo_mm.streaming.inputs import token_dtype
     side = case['side']
     image = noise_tiff(osp.join(case['image_dir'], f'noise_{side}.tif'), side)
     labels = osp.join(case['image_dir'], f"labels_{side}_{case['method']}.tif")
@@ -126,20 +129,23 @@ def run_file_case(case: dict, model) -> dict:
     try:
         with open_raster(image) as raster:
             info, measured = measure_call(lambda: segment_raster(
-                model, raster, labels, max_ram_gb=budget, scratch_dir=case['image_dir']))
+                model, raster, labels, max_ram_gb=budget, scratch_dir=case['image_dir'],
+                token_dtype=token_dtype(case.get('token_dtype'))))
     finally:
         if osp.exists(labels):
             os.remove(labels)
     return dict(case, status='ok', token_place=info['token_place'], token_gb=info['token_gb'],
-                **measured)
+                band_rows=info['band_rows'], **measured)
 
 
 def plan_cases(models: List[str], methods: List[str], sides: List[int], threads: int,
-               max_ram_gb: float = 4., image_dir: Optional[str] = None) -> List[dict]:
+               max_ram_gb: float = 4., image_dir: Optional[str] = None,
+               token_dtype: Optional[str] = None) -> List[dict]:
     """The cases in order: per model, per method, the sides from small to
     large; no streamed method for a model that cannot be streamed (Swin-T).
     ``file`` and ``budget`` cases get ``image_dir`` (their TIFFs' folder),
-    ``budget`` cases ``max_ram_gb``."""
+    ``budget`` cases ``max_ram_gb``, streamed cases ``token_dtype`` where
+    one is given (e.g. 'bf16': in-RAM tokens at 32768 px fit 24 GiB)."""
     cases = []
     for m in models:
         for meth in methods:
@@ -151,6 +157,8 @@ def plan_cases(models: List[str], methods: List[str], sides: List[int], threads:
                     case['image_dir'] = image_dir
                 if meth == 'budget':
                     case['max_ram_gb'] = max_ram_gb
+                if meth in STREAMED and token_dtype is not None:
+                    case['token_dtype'] = token_dtype
                 cases.append(case)
     return cases
 
