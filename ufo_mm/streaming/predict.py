@@ -159,54 +159,59 @@ def predict(segmentor, image: bands.Node, channels: int, meta: Optional[dict] = 
     counter = Progress(streamed.work(image.size) + n_bands, progress)
     streamed.tick = counter.tick
 
-    try:
-        logits = heads.decode(segmentor, streamed(image, channels))
-    except BaseException:
-        streamed.close()
-        raise
-    if info is not None:
-        m = streamed.memory
-        info.update(token_place=streamed.store.place, band_rows=band_rows,
-                    ram_minimum_gb=round((m['held_bytes'] + m['band_bytes']) / 2**30, 3),
-                    token_gb=round(m['token_bytes'] / 2**30, 3))
-    out = bands.Resize(logits, size=size, mode='bilinear', align_corners=ac)
-    if left or right or top or bottom:
-        out = bands.Crop(out, (out.height - top - bottom, out.width - left - right), top, left)
-    out = bands.Resize(out, size=ori, mode='bilinear', align_corners=ac)
+    # the bands allocate the same large buffers every time: kept for reuse, not faulted in anew
+    with process_stats.freed_buffers_kept():
+        try:
+            logits = heads.decode(segmentor, streamed(image, channels))
+        except BaseException:
+            streamed.close()
+            raise
+        if info is not None:
+            m = streamed.memory
+            info.update(token_place=streamed.store.place, band_rows=band_rows,
+                        ram_minimum_gb=round((m['held_bytes'] + m['band_bytes']) / 2**30, 3),
+                        token_gb=round(m['token_bytes'] / 2**30, 3))
+        out = bands.Resize(logits, size=size, mode='bilinear', align_corners=ac)
+        if left or right or top or bottom:
+            out = bands.Crop(out, (out.height - top - bottom, out.width - left - right), top, left)
+        out = bands.Resize(out, size=ori, mode='bilinear', align_corners=ac)
 
-    labels = full_logits = None
+        labels = full_logits = None
+        # within a budget the free blocks the heap keeps go back to the system once the
+        # resident set nears it (most of a band's buffers are reused by the next band)
+        trim_above = None if max_ram_gb is None else round(0.9 * max_ram_gb * 2**30)
 
-    def sink(a, b, rows):
-        nonlocal labels, full_logits
-        if K > 1:
-            band = rows.argmax(dim=1).to(labels_dtype)
-        else:
-            rows = rows.sigmoid()
-            band = (rows[:, 0] > head.threshold).to(labels_dtype)
-        if with_logits:
-            if full_logits is None:
-                full_logits = rows.new_empty((rows.shape[0], K) + ori)
-            full_logits[:, :, a:b] = rows
-        if max_ram_gb is not None:  # what the band's maps freed: back to the system
-            process_stats.release_free_heap()
-        if labels_sink is not None:
-            labels_sink(a, b, band.cpu())
-        else:
-            if labels is None:
-                pin = cuda and labels_device.type == 'cpu'
-                labels = torch.empty((rows.shape[0],) + ori, dtype=labels_dtype,
-                                     device=labels_device, pin_memory=pin)
-            # from a GPU into pinned memory: asynchronous, the next band is queued meanwhile
-            labels[:, a:b].copy_(band, non_blocking=cuda)
-        counter.tick()
-    try:
-        with torch.no_grad():
-            bands.evaluate(out, band_rows, sink)
-        if cuda:
-            torch.cuda.synchronize(device)
-    finally:
-        streamed.close()
-    return labels, full_logits
+        def sink(a, b, rows):
+            nonlocal labels, full_logits
+            if K > 1:
+                band = rows.argmax(dim=1).to(labels_dtype)
+            else:
+                rows = rows.sigmoid()
+                band = (rows[:, 0] > head.threshold).to(labels_dtype)
+            if with_logits:
+                if full_logits is None:
+                    full_logits = rows.new_empty((rows.shape[0], K) + ori)
+                full_logits[:, :, a:b] = rows
+            if max_ram_gb is not None and process_stats.rss_bytes() > trim_above:
+                process_stats.release_free_heap()  # the kept free blocks, back to the system
+            if labels_sink is not None:
+                labels_sink(a, b, band.cpu())
+            else:
+                if labels is None:
+                    pin = cuda and labels_device.type == 'cpu'
+                    labels = torch.empty((rows.shape[0],) + ori, dtype=labels_dtype,
+                                         device=labels_device, pin_memory=pin)
+                # from a GPU into pinned memory: asynchronous, the next band is queued meanwhile
+                labels[:, a:b].copy_(band, non_blocking=cuda)
+            counter.tick()
+        try:
+            with torch.no_grad():
+                bands.evaluate(out, band_rows, sink)
+            if cuda:
+                torch.cuda.synchronize(device)
+        finally:
+            streamed.close()
+        return labels, full_logits
 
 
 def segment_large(model, image_bgr, band_rows: Optional[int] = None,
