@@ -34,6 +34,10 @@ LOGITS_BAND_BYTES_CUDA = 1 << 30
 #: (Semantic FPN's neck and head alone at 32768 px wide, one thread: 300 ms
 #: a row in bands of 3 rows, 246 in 8, 205 in 16, 215 in 24)
 MIN_BAND_ROWS = 16
+#: within a memory budget, the share of it past which the free blocks the C heap
+#: keeps for the next band (:func:`process_stats.freed_buffers_kept`) are handed
+#: back after a band, leaving room for a band that cannot reuse them
+TRIM_AT = 0.8
 
 
 def default_band_rows(device: torch.device, classes: int, width: int) -> int:
@@ -179,7 +183,7 @@ def predict(segmentor, image: bands.Node, channels: int, meta: Optional[dict] = 
         labels = full_logits = None
         # within a budget the free blocks the heap keeps go back to the system once the
         # resident set nears it (most of a band's buffers are reused by the next band)
-        trim_above = None if max_ram_gb is None else round(0.9 * max_ram_gb * 2**30)
+        trim_above = None if max_ram_gb is None else round(TRIM_AT * max_ram_gb * 2**30)
 
         def sink(a, b, rows):
             nonlocal labels, full_logits
