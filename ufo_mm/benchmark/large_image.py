@@ -245,6 +245,9 @@ def plot(rows: List[dict], path: str, title: str) -> None:
         style = {'stream': '-o', 'file': '-.d', 'budget': '-v', 'whole': '--s'}.get(method, ':^')
         axes[0].plot([r['side'] for r in rs], [r['peak_rss_gb'] for r in rs], style, label=label)
         axes[1].plot([r['side'] for r in rs], [r['seconds'] for r in rs], style, label=label)
+        if method == 'budget':  # the budget itself, a peak above it would show
+            axes[0].axhline(rs[0]['max_ram_gb'], color=axes[0].lines[-1].get_color(),
+                            linestyle=':', linewidth=1)
     failed_at: Dict[int, int] = {}  # side -> failures labelled there so far (stacked)
     for r in rows:  # a failed case: an x at the memory it had reached
         if r['status'] not in ('ok',) and not r['status'].startswith('skipped') and \
@@ -262,6 +265,7 @@ def plot(rows: List[dict], path: str, title: str) -> None:
         ax.set_xlabel('image side (pixels)')
         ax.set_ylabel(ylabel)
         ax.grid(True, which='both', alpha=0.3)
+    axes[0].yaxis.set_minor_formatter(ScalarFormatter())  # GiB: often less than a decade
     axes[0].legend(fontsize=7)
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
