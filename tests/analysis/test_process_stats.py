@@ -31,7 +31,10 @@ def test_a_buffer_freed_and_allocated_again_is_not_faulted_in_again_and_after_it
     torch.set_num_threads(1)
     assert faults_of_a_fresh_buffer() > PAGES // 2  # glibc's default: mapped, faulted, unmapped
     with process_stats.freed_buffers_kept():
-        faults_of_a_fresh_buffer()  # the first time its pages are faulted in
+        # the first passes fault its pages in (after other tests the first free block
+        # found may lie elsewhere in the heap than where the loop settles)
+        faults_of_a_fresh_buffer()
+        faults_of_a_fresh_buffer()
         again = [faults_of_a_fresh_buffer() for _ in range(3)]
         assert max(again) < PAGES // 20, again  # then reused from the heap
     # after: glibc's thresholds again, the kept block handed back

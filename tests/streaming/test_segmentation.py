@@ -348,3 +348,41 @@ def test_tokens_spilled_to_disk_give_the_same_labels(image, tmp_path, monkeypatc
             predict(model, tensor_source(image), 3, meta, max_ram_gb=(minimum - 1) / 2**30,
                     **kw)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_freed_buffers_kept_only_where_a_band_leaves_room_in_the_budget(image, monkeypatch):
+    """The C heap keeps a band's freed buffers for the next band without a
+    budget and where the held memory and one band stay under ``TRIM_AT`` of
+    it; a band filling the budget past that runs without (the kept blocks
+    would push it over: Semantic FPN at 32768 px wide in 4 GiB). The labels
+    are the same either way."""
+    import contextlib
+
+    from ufo_mm.analysis import process_stats
+    from ufo_mm.streaming import predict as predict_module
+    from ufo_mm.streaming.predict import TRIM_AT, head_band_bytes
+    model = build(small_cfg(UPERNET))
+    meta = dict(ori_shape=HW, img_shape=HW, pad_shape=HW)
+    entered = []
+
+    @contextlib.contextmanager
+    def recorded():
+        entered.append(True)
+        yield
+
+    monkeypatch.setattr(process_stats, 'rss_bytes', lambda: 2**30)  # 1 GiB held
+    monkeypatch.setattr(process_stats, 'freed_buffers_kept', recorded)
+    band = head_band_bytes(model, BANDS['band_rows'], HW[1]) + 8 * HW[0] * HW[1]
+    roomy = (2**30 + band) / TRIM_AT + 2**20  # held and a band under TRIM_AT of it
+    tight = (2**30 + band) / TRIM_AT - 2**20  # fits, but past TRIM_AT
+    runs = {}
+    with torch.no_grad():
+        for name, budget in (('none', None), ('roomy', roomy), ('tight', tight)):
+            entered.clear()
+            labels, _ = predict_module.predict(
+                model, tensor_source(image), 3, meta,
+                max_ram_gb=None if budget is None else budget / 2**30, **BANDS)
+            runs[name] = (bool(entered), labels)
+    assert {k: kept for k, (kept, _) in runs.items()} == dict(none=True, roomy=True, tight=False)
+    assert torch.equal(runs['tight'][1], runs['none'][1])
+    assert torch.equal(runs['roomy'][1], runs['none'][1])
