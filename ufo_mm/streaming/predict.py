@@ -37,7 +37,8 @@ LOGITS_BAND_BYTES_CUDA = 1 << 30
 MIN_BAND_ROWS = 16
 #: within a memory budget, the share of it past which the free blocks the C heap
 #: keeps for the next band (:func:`process_stats.freed_buffers_kept`) are handed
-#: back after a band, leaving room for a band that cannot reuse them
+#: back after a band, leaving room for a band that cannot reuse them; where the
+#: held memory and one band's estimate already pass it, none are kept at all
 TRIM_AT = 0.8
 
 
