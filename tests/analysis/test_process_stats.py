@@ -15,6 +15,7 @@ except (OSError, AttributeError):
 
 BUFFER = 96 << 20  # above glibc's largest dynamic mmap threshold (32 MiB): mapped anew each time
 PAGES = BUFFER // 4096
+HUGE_PAGES = BUFFER // (2 << 20)  # 2 MiB each
 
 
 def faults_of_a_fresh_buffer() -> int:
@@ -29,13 +30,19 @@ def faults_of_a_fresh_buffer() -> int:
 @pytest.mark.skipif(not GLIBC, reason='needs glibc (mallopt)')
 def test_a_buffer_freed_and_allocated_again_is_not_faulted_in_again_and_after_it_is():
     torch.set_num_threads(1)
-    assert faults_of_a_fresh_buffer() > PAGES // 2  # glibc's default: mapped, faulted, unmapped
+    # glibc's default: mapped, faulted in, unmapped. Where the kernel backs it with
+    # transparent huge pages (THP 'always'; CI had a third of the pages so), fewer
+    # faults, but at least one per 2 MiB.
+    fresh = faults_of_a_fresh_buffer()
+    assert fresh >= HUGE_PAGES, fresh
     with process_stats.freed_buffers_kept():
         # the first passes fault its pages in (after other tests the first free block
         # found may lie elsewhere in the heap than where the loop settles)
         faults_of_a_fresh_buffer()
         faults_of_a_fresh_buffer()
         again = [faults_of_a_fresh_buffer() for _ in range(3)]
-        assert max(again) < PAGES // 20, again  # then reused from the heap
+        assert max(again) < max(fresh // 20, 8), (fresh, again)  # reused from the heap
     # after: glibc's thresholds again, the kept block handed back
-    assert faults_of_a_fresh_buffer() > PAGES // 2
+    after = faults_of_a_fresh_buffer()
+    assert after >= HUGE_PAGES and after > 4 * max(again), (after, again)
+
